@@ -1,0 +1,14 @@
+"""Detectors behind one interface, looked up by name in :data:`DETECTORS`."""
+from .base import DETECTORS, Detector, register
+from . import centerface  # noqa: F401  (registers "centerface")
+
+__all__ = ["DETECTORS", "Detector", "register", "create"]
+
+
+def create(name: str, **options) -> Detector:
+    """Build the detector registered as ``name``."""
+    try:
+        factory = DETECTORS[name]
+    except KeyError:
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(DETECTORS))}") from None
+    return factory(**options)
