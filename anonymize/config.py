@@ -1,0 +1,65 @@
+"""One table of defaults: the CLI's flags, their help text and the Python API all read it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+ON_ERROR = ("fail", "mask-frame")
+MASK_SHAPES = ("ellipse", "box")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything a run can be told. Defaults are the safe choice for protest footage."""
+
+    #: Face detector (see ``anonymize.detectors.DETECTORS``).
+    detector: str = "centerface"
+    #: Detection score threshold; lower finds more faces and masks a little more background.
+    threshold: float = 0.2
+    #: Resize factor applied before detection (1.0 = full resolution).
+    detect_scale: float = 1.0
+    #: Mask style (see ``anonymize.masks.MASKS``); all styles are irreversible.
+    mask: str = "blur"
+    #: Face box -> head region growth factor.
+    mask_scale: float = 1.3
+    mask_shape: str = "ellipse"
+    #: Seconds a mask is held before a face's first and after its last detection.
+    hold_before: float = 0.3
+    hold_after: float = 0.5
+    #: Longest detection gap (seconds) bridged by interpolation within one track.
+    max_gap: float = 0.5
+    #: Audio is dropped unless asked for: voices identify people.
+    keep_audio: bool = False
+    #: Encoder preset (see ``anonymize.video.QUALITY``) and raw overrides.
+    quality: str = "balanced"
+    crf: int | None = None
+    preset: str | None = None
+    #: "fail": stop and write nothing; "mask-frame": a frame whose detection fails is masked whole.
+    on_error: str = "fail"
+    #: CPU threads for the detector (0 = onnxruntime's default).
+    threads: int = 0
+    #: Seed for mask noise (None = fresh randomness each run).
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}")
+        if self.mask_shape not in MASK_SHAPES:
+            raise ValueError(f"mask_shape must be one of {MASK_SHAPES}")
+        if not 0 < self.threshold < 1:
+            raise ValueError("threshold must be between 0 and 1")
+        if self.mask_scale < 1:
+            raise ValueError("mask_scale must be >= 1 (masks cover the whole head)")
+        if self.detect_scale <= 0:
+            raise ValueError("detect_scale must be > 0")
+
+    def updated(self, **changes: Any) -> "Options":
+        """A copy with ``changes`` applied; unknown names raise TypeError."""
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None or k in ("crf", "preset", "seed")})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -1,0 +1,88 @@
+"""The JSON report: what was masked in every frame and what was removed from every file.
+
+Schema (version 1, stable; other tools read it)::
+
+    {"schema": 1, "tool": "anonymize", "version": "...", "settings": {...}, "models": [...],
+     "files": [{"input": str, "output": str, "kind": "video"|"photo", "status": "ok"|"failed",
+                "error": str|null, "width": int, "height": int, "frame_count": int,
+                "audio": "dropped"|"kept"|"none", "removed": [str, ...],
+                "frames": [{"index": i, "pts": seconds, "regions": [
+                    {"x": .., "y": .., "w": .., "h": .., "shape": "ellipse"|"box",
+                     "kind": "face", "score": .., "source": "detected"|"tracked"|"held"}]}]}]}
+
+Region coordinates are the masked area in output pixels. ``removed`` names kinds of identifying
+data found in the input and not written (never their values). Frames are spooled to a temporary
+file while a video runs, so memory does not grow with video length.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .regions import Regions
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class FileReport:
+    """Outcome of one input file. ``frames()`` replays the per-frame records."""
+
+    input: str
+    output: str
+    kind: str
+    status: str = "ok"
+    error: str | None = None
+    width: int = 0
+    height: int = 0
+    frame_count: int = 0
+    region_count: int = 0
+    audio: str = "none"
+    removed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    _spool: tempfile.SpooledTemporaryFile | None = field(default=None, repr=False)
+
+    def add_frame(self, index: int, pts: float, regions: Regions, shape: str) -> None:
+        """Record the regions masked in one output frame."""
+        if self._spool is None:
+            self._spool = tempfile.SpooledTemporaryFile(max_size=4 << 20, mode="w+")
+        self.frame_count += 1
+        self.region_count += len(regions)
+        rec = {"index": index, "pts": round(pts, 6), "regions": [
+            {"x": round(float(b[0]), 1), "y": round(float(b[1]), 1), "w": round(float(b[2] - b[0]), 1),
+             "h": round(float(b[3] - b[1]), 1), "shape": shape, "kind": str(k), "score": round(float(s), 3),
+             "source": str(src)}
+            for b, k, s, src in zip(regions.boxes, regions.kinds, regions.scores, regions.sources)]}
+        self._spool.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+    def frames(self) -> Iterator[dict]:
+        if self._spool is None:
+            return
+        self._spool.seek(0)
+        for line in self._spool:
+            yield json.loads(line)
+        self._spool.seek(0, 2)
+
+    def summary(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+def write_report(path: Path, files: list[FileReport], settings: dict, models: list[dict], version: str) -> None:
+    """Write the report JSON, streaming each file's frames from its spool."""
+    from .atomic import atomic_output
+
+    with atomic_output(Path(path)) as tmp, open(tmp, "w") as f:
+        head = {"schema": SCHEMA_VERSION, "tool": "anonymize", "version": version, "settings": settings,
+                "models": models}
+        f.write(json.dumps(head, indent=1)[:-2] + ',\n "files": [')
+        for i, fr in enumerate(files):
+            f.write(",\n" if i else "\n")
+            body = json.dumps(fr.summary(), indent=1)[:-2]
+            f.write(body + ',\n "frames": [')
+            for j, rec in enumerate(fr.frames()):
+                f.write(("," if j else "") + "\n  " + json.dumps(rec, separators=(",", ":")))
+            f.write("\n ]}")
+        f.write("\n]}\n")

@@ -1,0 +1,162 @@
+"""Tracking: never let a face flash unmasked between, before or after its detections.
+
+Detections are linked into tracks by optimal assignment (scipy's ``linear_sum_assignment``) on
+IoU with each track's constant-velocity prediction. A frame's final regions are only decided once
+``lookahead`` later frames have been seen, so the tracker can
+
+* fill gaps: a frame between two detections of a track gets the interpolated box (``tracked``);
+* hold before: a face first detected late is also masked in the frames before (``held``);
+* hold after: a face that stops being detected stays masked along its predicted path (``held``).
+
+Masking the union of detected and predicted boxes is deliberate: a privacy tool must never drop
+a detection to keep a track "clean" (unlike trackers that only report confirmed tracks).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Generic, Iterator, TypeVar
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from .regions import Regions, iou_matrix
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Track:
+    id: int
+    kind: str
+    # (frame index, box, score) of each detection, oldest first; trimmed as frames are released.
+    hits: list[tuple[int, np.ndarray, float]] = field(default_factory=list)
+
+    @property
+    def last(self) -> tuple[int, np.ndarray, float]:
+        return self.hits[-1]
+
+    def velocity(self) -> np.ndarray:
+        """Box motion per frame from the last two hits (zeros with one hit)."""
+        if len(self.hits) < 2:
+            return np.zeros(4, np.float32)
+        (f0, b0, _), (f1, b1, _) = self.hits[-2], self.hits[-1]
+        return (b1 - b0) / max(f1 - f0, 1)
+
+    def predict(self, frame: int) -> np.ndarray:
+        f, box, _ = self.last
+        return box + self.velocity() * (frame - f)
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """Frame counts; :meth:`from_seconds` converts from the user's seconds at a frame rate."""
+
+    hold_before: int = 8
+    hold_after: int = 15
+    max_gap: int = 15
+    min_iou: float = 0.1
+    #: Held boxes grow by this fraction per frame away from the nearest hit (uncertainty).
+    growth: float = 0.02
+
+    @classmethod
+    def from_seconds(cls, fps: float, hold_before: float, hold_after: float, max_gap: float) -> "TrackerSettings":
+        def frames(seconds: float) -> int:
+            return max(0, int(np.ceil(seconds * fps)))
+
+        return cls(frames(hold_before), frames(hold_after), frames(max_gap))
+
+    @property
+    def lookahead(self) -> int:
+        return max(self.hold_before, self.max_gap)
+
+
+class Tracker(Generic[T]):
+    """Feed ``push(item, detections)`` per frame in order; get ``(item, regions)`` back ``lookahead``
+    frames later (``flush()`` releases the rest at the end). ``item`` is whatever the caller needs
+    to carry along (the frame itself, in the pipeline)."""
+
+    def __init__(self, settings: TrackerSettings = TrackerSettings()):
+        self.s = settings
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self._frame = -1
+        self._pending: deque[tuple[int, T, Regions]] = deque()
+
+    def push(self, item: T, detections: Regions) -> Iterator[tuple[T, Regions]]:
+        self._frame += 1
+        tagged = self._assign(self._frame, detections)
+        self._pending.append((self._frame, item, tagged))
+        while self._pending and self._pending[0][0] <= self._frame - self.s.lookahead:
+            yield self._release()
+
+    def flush(self) -> Iterator[tuple[T, Regions]]:
+        while self._pending:
+            yield self._release()
+
+    # -- linking -------------------------------------------------------------------------------
+    def _assign(self, frame: int, dets: Regions) -> Regions:
+        live = [t for t in self._tracks if frame - t.last[0] <= self.s.max_gap]
+        ids = np.full(len(dets), -1, np.int64)
+        if len(dets) and live:
+            preds = np.stack([t.predict(frame) for t in live])
+            iou = iou_matrix(dets.boxes, preds)
+            same_kind = dets.kinds[:, None] == np.array([t.kind for t in live], dtype=object)[None, :]
+            iou = np.where(same_kind, iou, 0.0)
+            rows, cols = linear_sum_assignment(-iou)
+            for r, c in zip(rows, cols):
+                if iou[r, c] >= self.s.min_iou:
+                    ids[r] = live[c].id
+                    live[c].hits.append((frame, dets.boxes[r].copy(), float(dets.scores[r])))
+        by_id = {t.id: t for t in self._tracks}
+        for r in np.flatnonzero(ids < 0):
+            track = _Track(self._next_id, str(dets.kinds[r]), [(frame, dets.boxes[r].copy(), float(dets.scores[r]))])
+            self._tracks.append(track)
+            by_id[track.id] = track
+            ids[r] = track.id
+            self._next_id += 1
+        return dets.with_(track_ids=ids, sources=np.full(len(dets), "detected", object))
+
+    # -- releasing -----------------------------------------------------------------------------
+    def _release(self) -> tuple[T, Regions]:
+        frame, item, detected = self._pending.popleft()
+        have = set(detected.track_ids.tolist())
+        boxes, scores, kinds, ids, sources = [], [], [], [], []
+        for t in self._tracks:
+            if t.id in have:
+                continue
+            box, source, score = self._virtual_box(t, frame)
+            if box is not None:
+                boxes.append(box); scores.append(score); kinds.append(t.kind); ids.append(t.id); sources.append(source)
+        # Forget tracks that can no longer produce a box, and hits no future frame needs.
+        horizon = frame + 1 - self.s.hold_after - self.s.max_gap
+        self._tracks = [t for t in self._tracks if t.last[0] >= horizon - 1]
+        for t in self._tracks:
+            while len(t.hits) > 2 and t.hits[1][0] < frame:
+                t.hits.pop(0)
+        extra = Regions(np.array(boxes, np.float32).reshape(-1, 4), scores, np.array(kinds, object),
+                        ids, np.array(sources, object)) if boxes else Regions.empty()
+        return item, Regions.merge([detected, extra])
+
+    def _virtual_box(self, t: _Track, frame: int) -> tuple[np.ndarray | None, str, float]:
+        """Box of track ``t`` at ``frame`` where it was not detected: interpolated or held."""
+        before = [h for h in t.hits if h[0] < frame]
+        after = [h for h in t.hits if h[0] > frame]
+        if before and after:
+            (f0, b0, s0), (f1, b1, s1) = before[-1], after[0]
+            if f1 - f0 <= self.s.max_gap + 1:
+                w = (frame - f0) / (f1 - f0)
+                return b0 + (b1 - b0) * w, "tracked", min(s0, s1)
+        if after and after[0][0] - frame <= self.s.hold_before:
+            f1, b1, s1 = after[0]
+            return _grow(b1, self.s.growth * (f1 - frame)), "held", s1
+        if before and not after and frame - before[-1][0] <= self.s.hold_after:
+            f0, b0, s0 = before[-1]
+            return _grow(b0 + t.velocity() * (frame - f0), self.s.growth * (frame - f0)), "held", s0
+        return None, "", 0.0
+
+
+def _grow(box: np.ndarray, fraction: float) -> np.ndarray:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    hw, hh = (box[2] - box[0]) * (1 + fraction) / 2, (box[3] - box[1]) * (1 + fraction) / 2
+    return np.array([cx - hw, cy - hh, cx + hw, cy + hh], np.float32)

@@ -1,0 +1,232 @@
+"""Video decode and encode through ffmpeg subprocesses (command lines built with ffmpeg-python).
+
+Frames travel as raw BGR inside Matroska on both pipes (see :mod:`anonymize.mkv`) so every frame
+keeps its exact timestamp: variable-frame-rate phone video comes out with the same frames at the
+same times. ffmpeg applies the rotation tag while decoding (frames are upright for detection and
+for the output); odd sizes are padded by one black row/column because 4:2:0 H.264 needs even sizes.
+"""
+from __future__ import annotations
+
+import collections
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import ffmpeg
+import numpy as np
+
+from .errors import DecodeError, EncodeError
+from .ffmpeg_tools import Probe, ffmpeg_exe
+from .mkv import MkvError, MkvFrameReader, MkvFrameWriter
+
+#: Encoder presets: name -> (x264 preset, CRF). "balanced" keeps quality close to phone sources.
+QUALITY = {"fast": ("ultrafast", 23), "balanced": ("veryfast", 21), "archive": ("slow", 17)}
+
+#: Video codec and extra options per output container.
+_CONTAINERS = {
+    ".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".mkv": "h264", ".avi": "h264", ".webm": "vp9",
+}
+VIDEO_EXTENSIONS = tuple(_CONTAINERS)
+
+
+@dataclass
+class Frame:
+    """One decoded frame: index in decode order, presentation time in seconds, BGR pixels."""
+
+    index: int
+    pts: float
+    image: np.ndarray
+
+
+class _StderrTail:
+    """Drain a subprocess's stderr in a thread (a full pipe would block ffmpeg), keep the tail."""
+
+    def __init__(self, stream):
+        self._lines: collections.deque[str] = collections.deque(maxlen=40)
+        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _run(self, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            self._lines.append(raw.decode("utf-8", "replace").rstrip())
+
+    def text(self) -> str:
+        self._thread.join(timeout=2)
+        return "\n".join(self._lines)
+
+
+class VideoDecoder:
+    """Decode the main video stream of a file to upright BGR frames with timestamps."""
+
+    def __init__(self, path: Path, probe: Probe, threads: int = 0):
+        self.path = Path(path)
+        self.probe = probe
+        src = ffmpeg.input(str(self.path))
+        # YUV -> BGR with the source's own matrix; the encoder converts back with the same one, so
+        # 10-bit, full-range and BT.2020 sources keep their colours (no washed-out output).
+        video = (src["V:0"]
+                 .filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
+                 .filter("scale", in_color_matrix=color_matrix(probe))
+                 .filter("format", "bgr24"))
+        out = ffmpeg.output(video, "pipe:", format="matroska", vcodec="rawvideo", fps_mode="passthrough",
+                            write_crc32=0, allow_raw_vfw=1, threads=threads or 0)
+        self.cmd = _command(out)
+        self.width = self.height = 0
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames in presentation order; raise DecodeError if ffmpeg fails at any point."""
+        proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                bufsize=1 << 20)
+        err = _StderrTail(proc.stderr)
+        reader = MkvFrameReader(proc.stdout)
+        index = 0
+        completed = False
+        try:
+            for pts, data in reader:
+                h = reader.header
+                if h.bits_per_pixel != 24 or not h.top_down:
+                    raise DecodeError(f"{self.path}: unexpected raw frame layout {h}")
+                self.width, self.height = h.width, h.height
+                expected = h.width * h.height * 3
+                if len(data) != expected:
+                    raise DecodeError(f"{self.path}: frame {index} has {len(data)} bytes, expected {expected}")
+                # a writable copy: masks draw on it
+                yield Frame(index, pts, np.frombuffer(data, np.uint8).reshape(h.height, h.width, 3).copy())
+                index += 1
+            completed = True
+        except MkvError as exc:
+            raise DecodeError(f"{self.path}: broken decoder stream ({exc}); ffmpeg said: {err.text()[-400:]}") from exc
+        finally:
+            if not completed:
+                proc.kill()  # stopped early (error, or the consumer closed us): don't wait for ffmpeg
+            proc.stdout.close()
+            rc = proc.wait()
+        if rc != 0:
+            raise DecodeError(f"{self.path}: ffmpeg could not decode the video: {err.text()[-500:]}")
+        if index == 0:
+            raise DecodeError(f"{self.path}: no video frames could be decoded: {err.text()[-500:]}")
+
+
+def color_matrix(probe: Probe) -> str:
+    """swscale's name for the source's YUV matrix (BT.709 when untagged: what players assume for HD)."""
+    space = probe.video.color.get("color_space", "") if probe.video else ""
+    if space.startswith("bt2020"):
+        return "bt2020"
+    if space in ("smpte170m", "bt470bg", "bt601"):
+        return "bt601"
+    return "bt709"
+
+
+def _command(out, *extra: str) -> list[str]:
+    """Full ffmpeg command line; global options go first (ffmpeg may ignore trailing ones).
+
+    ``-copyts`` on both sides keeps source timestamps, so kept audio stays in sync with video.
+    """
+    return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-copyts", *extra, *ffmpeg.get_args(out)]
+
+
+@dataclass
+class EncodeSettings:
+    quality: str = "balanced"
+    crf: int | None = None
+    preset: str | None = None
+    keep_audio: bool = False
+    threads: int = 0
+
+
+class VideoEncoder:
+    """Encode BGR frames with their timestamps to ``out_path``, with no metadata.
+
+    Everything identifying is dropped: container and stream tags, chapters, data and subtitle
+    tracks, cover pictures, encoder strings and x264's settings SEI. Audio is dropped unless
+    ``keep_audio``, then copied unchanged from ``source``.
+    """
+
+    def __init__(self, out_path: Path, source: Path, probe: Probe, width: int, height: int,
+                 settings: EncodeSettings):
+        self.out_path = Path(out_path)
+        self.width, self.height = width, height
+        codec = _CONTAINERS.get(self.out_path.suffix.lower(), "h264")
+        preset, crf = QUALITY[settings.quality]
+        preset, crf = settings.preset or preset, settings.crf if settings.crf is not None else crf
+        frames = ffmpeg.input("pipe:", format="matroska")
+        streams = [frames["v:0"]]
+        opts: dict = dict(fps_mode="passthrough", map_metadata=-1, map_chapters=-1,
+                          threads=settings.threads or 0)
+        if codec == "h264":
+            opts.update({"c:v": "libx264", "preset": preset, "crf": crf,
+                         "bsf:v": "filter_units=remove_types=6"})  # SEI: x264 writes its version there
+        else:
+            opts.update({"c:v": "libvpx-vp9", "crf": crf + 10, "b:v": 0, "deadline": "realtime",
+                         "cpu-used": 8, "row-mt": 1})
+        # Tag our frames with the source's colour description. Tagging the *frames* (setparams)
+        # rather than the output stops ffmpeg from "converting" untagged input to the output's
+        # colour space, which shifts colours.
+        color = probe.video.color if probe.video else {}
+        params = {"range": "tv"}
+        for key, name in (("color_primaries", "color_primaries"), ("color_transfer", "color_trc"),
+                          ("color_space", "colorspace")):
+            if color.get(key):
+                params[name] = color[key]
+        streams[0] = (streams[0].filter("scale", out_color_matrix=color_matrix(probe), out_range="tv")
+                      .filter("format", "yuv420p").filter("setparams", **params))
+        if settings.keep_audio and probe.audio:
+            streams.append(ffmpeg.input(str(source))["a"])
+            opts["c:a"] = "libopus" if codec == "vp9" else "copy"
+            opts["flags:a"] = "+bitexact"
+        if self.out_path.suffix.lower() in (".mp4", ".m4v", ".mov"):
+            opts["movflags"] = "+faststart"
+        out = ffmpeg.output(*streams, str(self.out_path), **opts, **{"flags:v": "+bitexact", "fflags": "+bitexact",
+                                                                       "metadata:s:v:0": "encoder="})
+        self.cmd = _command(out, "-y")
+        self._proc: subprocess.Popen | None = None
+        self._err: _StderrTail | None = None
+        self._writer: MkvFrameWriter | None = None
+        self._last_pts = -1.0
+
+    def __enter__(self) -> "VideoEncoder":
+        self._proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, bufsize=1 << 20)
+        self._err = _StderrTail(self._proc.stderr)
+        try:
+            self._writer = MkvFrameWriter(self._proc.stdin, self.width, self.height)
+        except (BrokenPipeError, OSError) as exc:
+            raise self._failure("could not start the encoder") from exc
+        return self
+
+    def write(self, pts: float, image: np.ndarray) -> None:
+        """Write one fully processed frame."""
+        if image.shape[:2] != (self.height, self.width):
+            raise EncodeError(f"frame size {image.shape[1]}x{image.shape[0]} != {self.width}x{self.height}")
+        # Matroska keeps milliseconds; never hand the encoder two frames with the same time.
+        pts = max(pts, self._last_pts + 0.001)
+        self._last_pts = pts
+        try:
+            self._writer.write(pts, memoryview(np.ascontiguousarray(image)).cast("B"))
+        except (BrokenPipeError, OSError) as exc:
+            raise self._failure("the encoder stopped") from exc
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        proc = self._proc
+        if exc_type is not None:
+            proc.kill()
+            proc.wait()
+            return
+        try:
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        if proc.wait() != 0:
+            raise self._failure("encoding failed")
+
+    def _failure(self, what: str) -> EncodeError:
+        proc = self._proc
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        text = self._err.text() if self._err else ""
+        if "No space left" in text:
+            return EncodeError(f"{self.out_path.parent}: no space left on device")
+        return EncodeError(f"{what} ({self.out_path.name}): {text[-500:]}")
