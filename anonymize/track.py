@@ -100,12 +100,12 @@ class Tracker(Generic[T]):
         ids = np.full(len(dets), -1, np.int64)
         if len(dets) and live:
             preds = np.stack([t.predict(frame) for t in live])
-            iou = iou_matrix(dets.boxes, preds)
+            sim, allowed = _similarity(dets.boxes, preds, self.s.min_iou)
             same_kind = dets.kinds[:, None] == np.array([t.kind for t in live], dtype=object)[None, :]
-            iou = np.where(same_kind, iou, 0.0)
-            rows, cols = linear_sum_assignment(-iou)
+            allowed &= same_kind
+            rows, cols = linear_sum_assignment(-np.where(allowed, sim, -1.0))
             for r, c in zip(rows, cols):
-                if iou[r, c] >= self.s.min_iou:
+                if allowed[r, c]:
                     ids[r] = live[c].id
                     live[c].hits.append((frame, dets.boxes[r].copy(), float(dets.scores[r])))
         by_id = {t.id: t for t in self._tracks}
@@ -154,6 +154,25 @@ class Tracker(Generic[T]):
             f0, b0, s0 = before[-1]
             return _grow(b0 + t.velocity() * (frame - f0), self.s.growth * (frame - f0)), "held", s0
         return None, "", 0.0
+
+
+def _similarity(dets: np.ndarray, preds: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """Match score and gate between detections and predicted track boxes.
+
+    IoU alone cannot link a small face that moved more than its own width between detections
+    (fast pans, or a face missed for a frame before the track has a velocity), so a pair is also
+    allowed when the centres are within 1.5 box sizes and the sizes agree within 2x.
+    """
+    iou = iou_matrix(dets, preds)
+    dc = (dets[:, None, :2] + dets[:, None, 2:]) / 2 - (preds[None, :, :2] + preds[None, :, 2:]) / 2
+    dist = np.hypot(dc[..., 0], dc[..., 1])
+    size_d = np.sqrt(np.maximum((dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1]), 1e-6))
+    size_p = np.sqrt(np.maximum((preds[:, 2] - preds[:, 0]) * (preds[:, 3] - preds[:, 1]), 1e-6))
+    size = np.maximum(size_d[:, None], size_p[None, :])
+    ratio = np.maximum(size_d[:, None], size_p[None, :]) / np.minimum(size_d[:, None], size_p[None, :])
+    near = 1.0 - dist / (1.5 * size)
+    allowed = (iou >= min_iou) | ((near > 0) & (ratio <= 2.0))
+    return iou + 0.1 * near.clip(0), allowed
 
 
 def _grow(box: np.ndarray, fraction: float) -> np.ndarray:
