@@ -62,8 +62,16 @@ class Engine:
             return Regions(np.array([[0, 0, w, h]], np.float32), kinds=["frame"])
 
     def mask_regions(self, regions: Regions, width: int, height: int) -> Regions:
-        """Face boxes -> the head-sized regions that get masked, clipped to the frame."""
-        return head_boxes(regions, self.options.mask_scale).clipped(width, height)
+        """Face boxes -> the head-sized regions that get masked.
+
+        Boxes are *not* clipped to the frame: an ellipse redrawn inside a clipped box would be
+        smaller than the true one and leave part of an edge face visible. The masks clip while
+        drawing; regions wholly outside the frame are dropped.
+        """
+        heads = head_boxes(regions, self.options.mask_scale)
+        b = heads.boxes
+        inside = (b[:, 2] > 0) & (b[:, 3] > 0) & (b[:, 0] < width) & (b[:, 1] < height)
+        return heads[inside]
 
     def apply(self, image: np.ndarray, masked: Regions) -> np.ndarray:
         shape = self.options.mask_shape

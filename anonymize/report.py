@@ -10,7 +10,8 @@ Schema (version 1, stable; other tools read it)::
                     {"x": .., "y": .., "w": .., "h": .., "shape": "ellipse"|"box",
                      "kind": "face", "score": .., "source": "detected"|"tracked"|"held"}]}]}]}
 
-Region coordinates are the masked area in output pixels. ``removed`` names kinds of identifying
+Region coordinates are the masked area in output pixels; a region at the frame's edge may extend
+past it (the masked area is the shape's part inside the frame). ``removed`` names kinds of identifying
 data found in the input and not written (never their values). Frames are spooled to a temporary
 file while a video runs, so memory does not grow with video length.
 """
