@@ -21,7 +21,7 @@ class Options:
     #: Mask style (see ``anonymize.masks.MASKS``); all styles are irreversible.
     mask: str = "blur"
     #: Face box -> head region growth factor.
-    mask_scale: float = 1.3
+    mask_scale: float = 1.5
     mask_shape: str = "ellipse"
     #: Seconds a mask is held before a face's first and after its last detection.
     hold_before: float = 0.3
