@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"detection threshold; lower masks more (default {D.threshold})")
     p.add_argument("--detect-scale", type=float, default=D.detect_scale,
                    help="resize frames by this factor before detection (default 1.0 = full resolution)")
+    p.add_argument("--detect-every", type=int, default=D.detect_every,
+                   help="run the detector on every N-th video frame and on scene cuts; the tracker fills "
+                        f"the rest (default {D.detect_every})")
     p.add_argument("--hold-before", type=float, default=D.hold_before, help="seconds masked before a face appears")
     p.add_argument("--hold-after", type=float, default=D.hold_after, help="seconds masked after a face is lost")
     p.add_argument("--keep-audio", action="store_true", help="copy audio unchanged (default: drop it; voices identify)")
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("no video or photo files found")
         runner = Anonymizer(
             mask=args.mask, mask_scale=args.mask_scale, mask_shape=args.mask_shape, threshold=args.threshold,
-            detect_scale=args.detect_scale, hold_before=args.hold_before, hold_after=args.hold_after,
+            detect_scale=args.detect_scale, detect_every=args.detect_every, hold_before=args.hold_before, hold_after=args.hold_after,
             keep_audio=args.keep_audio, quality=args.quality, crf=args.crf, preset=args.preset,
             on_error=args.on_error, threads=args.threads)
     except (AnonymizeError, ValueError) as exc:

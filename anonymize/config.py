@@ -18,6 +18,9 @@ class Options:
     threshold: float = 0.2
     #: Resize factor applied before detection (1.0 = full resolution).
     detect_scale: float = 1.0
+    #: Run the detector on every N-th video frame (and on every scene cut); the tracker fills
+    #: the frames between. 1 = every frame.
+    detect_every: int = 1
     #: Mask style (see ``anonymize.masks.MASKS``); all styles are irreversible.
     mask: str = "blur"
     #: Face box -> head region growth factor.
@@ -50,6 +53,8 @@ class Options:
             raise ValueError("threshold must be between 0 and 1")
         if self.mask_scale < 1:
             raise ValueError("mask_scale must be >= 1 (masks cover the whole head)")
+        if self.detect_every < 1:
+            raise ValueError("detect_every must be >= 1")
         if self.detect_scale <= 0:
             raise ValueError("detect_scale must be > 0")
 

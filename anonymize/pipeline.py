@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import queue
+from dataclasses import replace
 import threading
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,6 +25,7 @@ from .masks import create_mask, head_boxes
 from .photo import read_photo, write_photo
 from .regions import Regions
 from .report import FileReport
+from .schedule import DetectionSchedule
 from .track import Tracker, TrackerSettings
 from .video import EncodeSettings, Frame, VideoDecoder, VideoEncoder
 
@@ -113,8 +114,11 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
     if info.video is None:
         raise AnonymizeError(f"{src}: no video stream")
     fps = float(info.video.fps or 30)
-    tracker: Tracker[Frame] = Tracker(TrackerSettings.from_seconds(fps, opts.hold_before, opts.hold_after,
-                                                                   opts.max_gap))
+    settings = TrackerSettings.from_seconds(fps, opts.hold_before, opts.hold_after, opts.max_gap)
+    # a track must survive the frames on which no detection runs
+    settings = replace(settings, max_gap=max(settings.max_gap, 2 * opts.detect_every),
+                       hold_after=max(settings.hold_after, opts.detect_every))
+    tracker: Tracker[Frame] = Tracker(settings)
     decoder = VideoDecoder(src, info)
     settings = EncodeSettings(opts.quality, opts.crf, opts.preset, opts.keep_audio)
     report.audio = "none" if not info.audio else ("kept" if opts.keep_audio else "dropped")
@@ -188,8 +192,10 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
 
 
 def _tracked(tracker: Tracker, frames: Iterator[Frame], engine: Engine) -> Iterator[tuple[Frame, Regions]]:
+    schedule = DetectionSchedule(engine.options.detect_every)
     for frame in frames:
-        yield from tracker.push(frame, engine.detect(frame.image))
+        detections = engine.detect(frame.image) if schedule.due(frame.image) else Regions.empty()
+        yield from tracker.push(frame, detections)
     yield from tracker.flush()
 
 

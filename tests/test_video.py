@@ -255,3 +255,13 @@ def test_cli_and_report(tmp_path):
     assert set(region) == {"x", "y", "w", "h", "shape", "kind", "score", "source"}
     assert cli_main([str(tmp_path / "nope.mp4"), "--quiet"]) == 2
     assert cli_main([str(src), "-o", str(src), "--quiet"]) == 2
+
+
+def test_sparse_detection_still_masks_every_frame(tmp_path):
+    src = face_clip(tmp_path, seconds=2)
+    rep = Anonymizer(seed=0, detect_every=4).file(src, tmp_path / "out.mp4")
+    frames = list(rep.frames())
+    assert len(frames) == 60
+    assert all(f["regions"] for f in frames)
+    sources = {r["source"] for f in frames for r in f["regions"]}
+    assert "detected" in sources and "tracked" in sources
