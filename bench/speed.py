@@ -1,0 +1,197 @@
+"""Speed and memory: this project's default against a bare ffmpeg transcode and deface 1.5.0.
+
+    python bench/speed.py [--seconds 30] [--runs 3] [--deface-runs 1] [--4k] [--photos 30]
+
+The test clip is 1080p 30 fps with faces and an audio track, made by the shared
+``eval/tools/make_video.py`` from a WIDER crowd photo (cached under /tmp/anonymize-bench/speed),
+or, without ``../shared``, from the bundled ``sample_media/crowd.mp4`` looped and upscaled.
+Rows (medians over ``--runs``):
+
+* ``ffmpeg`` - the floor: a bare transcode at exactly our encoder settings (libx264, the
+  ``balanced`` preset's x264 preset and CRF, video only, since we drop audio by default);
+* ``anonymize`` - our CLI at its defaults (``anonymize IN -o OUT -q``);
+* ``deface`` - deface 1.5.0's CLI with ``--keep-audio`` (its defaults otherwise).
+
+Peak memory is the largest sum of RSS over the process tree (the tool and its ffmpeg children),
+sampled every 50 ms. Photos: seconds per 1080p photo through the warm API, full-quality detection.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+EVAL = ROOT.parent / "shared" / "eval"
+CACHE = Path("/tmp/anonymize-bench/speed")
+CLIP_PHOTO = "2--Demonstration/2_Demonstration_Demonstration_Or_Protest_2_476.jpg"
+
+
+def ffmpeg() -> str:
+    from anonymize.ffmpeg_tools import ffmpeg_exe
+
+    return ffmpeg_exe()
+
+
+def make_clip(size: str, seconds: float) -> Path:
+    """A clip with faces and audio at ``size`` (WxH), 30 fps, cached between runs."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    out = CACHE / f"clip_{size}_{seconds:g}s.mp4"
+    if out.exists():
+        return out
+    silent = CACHE / f"silent_{size}_{seconds:g}s.mp4"
+    if (EVAL / "tools" / "make_video.py").exists():
+        subprocess.run([sys.executable, str(EVAL / "tools" / "make_video.py"), str(EVAL / "widerface" / "gt.txt"),
+                        str(EVAL / "widerface" / "images"), CLIP_PHOTO, str(silent), "--size", size,
+                        "--seconds", str(seconds), "--fps", "30", "--crf", "20"], check=True)
+    else:
+        w, h = size.split("x")
+        subprocess.run([ffmpeg(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(ROOT / "sample_media" / "crowd.mp4"),
+                        "-t", str(seconds), "-an", "-vf", f"scale={w}:{h}", "-c:v", "libx264", "-crf", "20",
+                        str(silent)], check=True)
+    subprocess.run([ffmpeg(), "-v", "error", "-y", "-i", str(silent), "-f", "lavfi", "-t", str(seconds), "-i",
+                    "anoisesrc=color=pink:amplitude=0.1:sample_rate=48000", "-map", "0:v", "-map", "1:a",
+                    "-c:v", "copy", "-c:a", "aac", "-shortest", str(out)], check=True)
+    return out
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants (Linux /proc)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def timed(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak tree RSS (bytes) of one command."""
+    peak = 0
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss(proc.pid))
+            time.sleep(0.05)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    _, err = proc.communicate()
+    done.set()
+    t.join()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {err.decode(errors='replace')[-800:]}")
+    return wall, peak
+
+
+def frame_count(path: Path) -> int:
+    from anonymize.ffmpeg_tools import probe
+
+    return probe(path).estimated_frames() or 0
+
+
+def video_rows(clip: Path, runs: int, deface_runs: int, work: Path) -> list[dict]:
+    from anonymize.video import QUALITY
+
+    preset, crf = QUALITY["balanced"]
+    frames = frame_count(clip)
+    tools = {
+        "ffmpeg": ([ffmpeg(), "-v", "error", "-y", "-i", str(clip), "-map", "0:V:0", "-c:v", "libx264",
+                    "-preset", preset, "-crf", str(crf), str(work / "ffmpeg.mp4")], runs),
+        "anonymize": ([sys.executable, "-m", "anonymize", str(clip), "-o", str(work / "ours.mp4"), "-q"], runs),
+        "deface": ([str(Path(sys.executable).with_name("deface")), str(clip), "-o", str(work / "deface.mp4"),
+                    "--keep-audio"], deface_runs),
+    }
+    rows = []
+    for name, (cmd, n) in tools.items():
+        if n <= 0:
+            continue
+        samples = [timed(cmd) for _ in range(n)]
+        wall = statistics.median(s[0] for s in samples)
+        rows.append({"tool": name, "clip": clip.name, "frames": frames, "runs": n, "seconds": round(wall, 2),
+                     "fps": round(frames / wall, 2), "peak_mb": round(max(s[1] for s in samples) / 2**20)})
+        print(json.dumps(rows[-1]), flush=True)
+    base = {r["tool"]: r["seconds"] for r in rows}
+    for r in rows:
+        r["x_ffmpeg"] = round(r["seconds"] / base["ffmpeg"], 2) if "ffmpeg" in base else None
+        r["deface_x_slower"] = round(base["deface"] / r["seconds"], 2) if "deface" in base else None
+    return rows
+
+
+def photo_rows(n: int, work: Path) -> list[dict]:
+    """Seconds per photo, each resized to 1920x1080, through one warm Anonymizer."""
+    import cv2
+
+    from anonymize import Anonymizer
+
+    if not (EVAL / "widerface").exists():
+        return []
+    names = sorted(p for p in (EVAL / "widerface" / "images").rglob("*.jpg"))[:: max(1, 580 // max(n, 1))][:n]
+    paths = []
+    for i, p in enumerate(names):
+        dst = work / f"p{i}.jpg"
+        cv2.imwrite(str(dst), cv2.resize(cv2.imread(str(p)), (1920, 1080)))
+        paths.append(dst)
+    runner = Anonymizer()
+    runner.file(paths[0], work / "warm.jpg")
+    times = []
+    for i, p in enumerate(paths):
+        t = time.perf_counter()
+        runner.file(p, work / f"o{i}.jpg")
+        times.append(time.perf_counter() - t)
+    row = {"tool": "anonymize", "photos": len(times), "size": "1920x1080",
+           "median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3)}
+    print(json.dumps(row), flush=True)
+    return [row]
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| clip | tool | fps | seconds | x bare ffmpeg | deface / this | peak MB |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['clip']} | {r['tool']} | {r['fps']} | {r['seconds']} | {r['x_ffmpeg']} | "
+                   f"{r['deface_x_slower']} | {r['peak_mb']} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--deface-runs", type=int, default=1)
+    ap.add_argument("--4k", dest="uhd", action="store_true", help="also a 3840x2160 clip (10 s)")
+    ap.add_argument("--photos", type=int, default=20)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        rows = video_rows(make_clip("1920x1080", a.seconds), a.runs, a.deface_runs, work)
+        if a.uhd:
+            rows += video_rows(make_clip("3840x2160", 10), a.runs, a.deface_runs, work)
+        photos = photo_rows(a.photos, work) if a.photos else []
+    print(markdown(rows))
+    print(f"load average after: {os.getloadavg()}")
+    if a.json:
+        a.json.write_text(json.dumps({"video": rows, "photos": photos}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
