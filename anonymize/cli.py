@@ -76,6 +76,11 @@ def plan(inputs: list[Path], output: Path | None) -> list[tuple[Path, Path]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["audit"]:  # `anonymize audit OUT [--against IN]`
+        from .audit import main as audit_main
+
+        return audit_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="anonymize: %(message)s")
     try:
