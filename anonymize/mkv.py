@@ -37,6 +37,18 @@ def _read_exact(f: BinaryIO, n: int) -> bytes:
     return data
 
 
+def _read_into(f: BinaryIO, n: int) -> bytearray:
+    """Read exactly ``n`` bytes into a new writable buffer."""
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = f.readinto(view[got:])
+        if not k:
+            raise MkvError("stream ended inside a frame")
+        got += k
+    return buf
+
+
 def _read_vint(f: BinaryIO, keep_marker: bool) -> int:
     """Read an EBML vint: element IDs keep their marker bit, sizes drop it (all ones = unknown)."""
     first = _read_exact(f, 1)[0]
@@ -94,18 +106,19 @@ class MkvFrameReader:
                 continue  # descend: children follow inline
             if size == _UNKNOWN:
                 raise MkvError(f"unknown size on non-master element {eid:#x}")
+            if eid in (SIMPLE_BLOCK, BLOCK):
+                if self.header is None:
+                    raise MkvError("frame before track header")
+                # track number (1-byte vint for track 1), int16 relative timestamp, flags
+                rel = struct.unpack(">h", _read_exact(f, 4)[1:3])[0]
+                pts = (self._cluster_ts + rel) * self._scale / 1e9
+                yield pts, _read_into(f, size - 4)  # a writable buffer: no second copy
+                continue
             data = _read_exact(f, size)
             if eid == TIMESTAMP_SCALE:
                 self._scale = _uint(data)
             elif eid == CLUSTER_TIMESTAMP:
                 self._cluster_ts = _uint(data)
-            elif eid in (SIMPLE_BLOCK, BLOCK):
-                if self.header is None:
-                    raise MkvError("frame before track header")
-                # track number (1-byte vint for track 1), int16 relative timestamp, flags
-                rel = struct.unpack(">h", data[1:3])[0]
-                pts = (self._cluster_ts + rel) * self._scale / 1e9
-                yield pts, data[4:]
 
     def _parse_tracks(self, data: bytes) -> None:
         import io

@@ -92,8 +92,8 @@ class VideoDecoder:
                 expected = h.width * h.height * 3
                 if len(data) != expected:
                     raise DecodeError(f"{self.path}: frame {index} has {len(data)} bytes, expected {expected}")
-                # a writable copy: masks draw on it
-                yield Frame(index, pts, np.frombuffer(data, np.uint8).reshape(h.height, h.width, 3).copy())
+                # the reader hands us a fresh writable buffer: masks draw on it directly
+                yield Frame(index, pts, np.frombuffer(data, np.uint8).reshape(h.height, h.width, 3))
                 index += 1
             completed = True
         except MkvError as exc:
