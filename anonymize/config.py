@@ -21,6 +21,9 @@ class Options:
     #: Run the detector on every N-th video frame (and on every scene cut); the tracker fills
     #: the frames between. 1 = every frame.
     detect_every: int = 1
+    #: On the frames between full detections, run a cheap pass at this resize factor (finds
+    #: large faces every frame); 0 disables it. Only matters when ``detect_every > 1``.
+    between_scale: float = 0.5
     #: Mask style (see ``anonymize.masks.MASKS``); all styles are irreversible.
     mask: str = "blur"
     #: Face box -> head region growth factor.

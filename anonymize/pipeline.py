@@ -46,15 +46,26 @@ class Engine:
         self.options = options
         self.detector = create_detector(options.detector, threshold=options.threshold, scale=options.detect_scale,
                                         threads=options.threads)
+        # cheap pass for the frames between full detections (video with detect_every > 1)
+        self.between = None
+        if options.detect_every > 1 and options.between_scale > 0:
+            self.between = create_detector(options.detector, threshold=options.threshold,
+                                           scale=options.detect_scale * options.between_scale, threads=options.threads)
         self.mask = create_mask(options.mask, seed=options.seed)
 
     def models(self) -> list[dict]:
         return self.detector.models()
 
-    def detect(self, image: np.ndarray) -> Regions:
-        """Detect on one frame. With ``on_error="mask-frame"`` a failure masks the whole frame."""
+    def detect(self, image: np.ndarray, full: bool = True) -> Regions:
+        """Detect on one frame (``full=False``: the cheap between-frames pass, or nothing).
+
+        With ``on_error="mask-frame"`` a failure masks the whole frame.
+        """
+        detector = self.detector if full else self.between
+        if detector is None:
+            return Regions.empty()
         try:
-            return self.detector.detect(image)
+            return detector.detect(image)
         except Exception as exc:  # any detector failure must fail closed
             if self.options.on_error != "mask-frame":
                 raise DetectError(f"detection failed: {exc!r}") from exc
@@ -194,7 +205,7 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
 def _tracked(tracker: Tracker, frames: Iterator[Frame], engine: Engine) -> Iterator[tuple[Frame, Regions]]:
     schedule = DetectionSchedule(engine.options.detect_every)
     for frame in frames:
-        detections = engine.detect(frame.image) if schedule.due(frame.image) else Regions.empty()
+        detections = engine.detect(frame.image, full=schedule.due(frame.image))
         yield from tracker.push(frame, detections)
     yield from tracker.flush()
 
