@@ -6,7 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
-from .api import Anonymizer, __version__, default_output, media_kind
+from . import batch
+from .api import __version__
 from .config import MASK_SHAPES, ON_ERROR, Options
 from .errors import AnonymizeError, InputError
 from .video import QUALITY
@@ -15,11 +16,30 @@ log = logging.getLogger("anonymize")
 D = Options()
 
 
+EPILOG = """\
+folders: 'anonymize IN_DIR -o OUT_DIR' mirrors the tree of IN_DIR into OUT_DIR (recursive; hidden
+files and folders, *.anonymized.* files and our own temporary files are ignored). Files that are
+not photos/videos are left out unless --copy-other. Finished files are recorded in a manifest,
+.OUT_DIR_NAME.anonymize-manifest.jsonl beside OUT_DIR (not in it, so OUT_DIR holds only outputs;
+the manifest names the inputs and holds their sizes, dates and hashes); running the same command
+again skips files already done (same input, same settings, output unchanged) and redoes failed,
+changed or missing ones, so an interrupted run (even kill -9) is resumed by running it again.
+
+exit codes: 0 every file done (or already done); for one file, or a list of files, the code of
+the (first) failure: 2 bad input (missing, unsupported, corrupt, would overwrite the input),
+3 decode, 4 detect, 5 encode (incl. disk full), 6 model missing or sha256 mismatch, 7 no ffmpeg,
+1 other; 8 some files of a folder batch failed (the others are written; see the summary, the
+manifest and --report). 6 and 7 stop a batch. 130 interrupted.
+
+report statuses: ok (anonymized), copied (--copy-other), skipped (already done), failed.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="anonymize",
         description="Irreversibly mask every face in videos and photos and strip metadata (offline).",
-        epilog="Exit codes: 0 ok, 2 bad input, 3 decode, 4 detect, 5 encode, 6 model, 7 no ffmpeg, 1 other.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", type=Path, help="video/photo files or folders (searched recursively)")
     p.add_argument("-o", "--output", type=Path,
@@ -37,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect-every", type=int, default=D.detect_every,
                    help="run the detector on every N-th video frame and on scene cuts; the tracker fills "
                         f"the rest (default {D.detect_every})")
+    p.add_argument("--between-scale", type=float, default=D.between_scale,
+                   help="with --detect-every > 1: resize factor of the cheap detection pass on the frames "
+                        f"between (0 = none; default {D.between_scale})")
     p.add_argument("--hold-before", type=float, default=D.hold_before, help="seconds masked before a face appears")
     p.add_argument("--hold-after", type=float, default=D.hold_after, help="seconds masked after a face is lost")
     p.add_argument("--keep-audio", action="store_true", help="copy audio unchanged (default: drop it; voices identify)")
@@ -46,33 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", choices=ON_ERROR, default=D.on_error,
                    help="fail: stop and write nothing (default); mask-frame: mask frames whose detection fails")
     p.add_argument("--threads", type=int, default=D.threads, help="detector threads (0 = auto)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-j", "--jobs", type=int, default=1,
+                   help="files processed in parallel, each worker with its own model (default 1; 0 = one per "
+                        "CPU core; at most one per core, the cores are split between the workers)")
+    p.add_argument("--copy-other", action="store_true",
+                   help="with -o OUT_DIR: copy files that are not photos/videos verbatim, so they KEEP THEIR "
+                        "METADATA (documents, notes...). Photo/video/audio formats we cannot anonymize (RAW, "
+                        "TIFF, GIF, 3GP, MTS, audio...) are never copied")
+    p.add_argument("--manifest", type=Path,
+                   help="with -o OUT_DIR: where to record finished files for resuming "
+                        "(default: .OUT_DIR_NAME.anonymize-manifest.jsonl beside OUT_DIR)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (the summary is still printed)")
     p.add_argument("--version", action="version", version=f"anonymize {__version__}")
     return p
 
 
 def plan(inputs: list[Path], output: Path | None) -> list[tuple[Path, Path]]:
-    """Pair each input file with its output path."""
-    pairs: list[tuple[Path, Path]] = []
-    several = len(inputs) > 1 or any(i.is_dir() for i in inputs)
-    for item in inputs:
-        if item.is_dir():
-            for f in sorted(p for p in item.rglob("*") if p.is_file() and media_kind(p)):
-                if ".anonymized." in f.name or f.name.startswith("."):
-                    continue
-                rel = f.relative_to(item)
-                pairs.append((f, output / rel if output else default_output(f)))
-        elif not item.exists():
-            raise InputError(f"{item}: no such file or folder")
-        else:
-            if output is None:
-                dst = default_output(item)
-            elif several:
-                dst = output / item.name
-            else:
-                dst = output
-            pairs.append((item, dst))
-    return pairs
+    """Pair each input photo/video with its output path (see :func:`anonymize.batch.plan`)."""
+    return [(j.src, j.dst) for j in batch.plan(inputs, output).jobs]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,50 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="anonymize: %(message)s")
     try:
-        pairs = plan(args.inputs, args.output)
-        if not pairs:
-            raise InputError("no video or photo files found")
-        runner = Anonymizer(
+        if args.jobs < 0:
+            raise InputError("--jobs must be >= 0")
+        options = Options().updated(
             mask=args.mask, mask_scale=args.mask_scale, mask_shape=args.mask_shape, threshold=args.threshold,
-            detect_scale=args.detect_scale, detect_every=args.detect_every, hold_before=args.hold_before, hold_after=args.hold_after,
-            keep_audio=args.keep_audio, quality=args.quality, crf=args.crf, preset=args.preset,
-            on_error=args.on_error, threads=args.threads)
+            detect_scale=args.detect_scale, detect_every=args.detect_every, between_scale=args.between_scale,
+            hold_before=args.hold_before, hold_after=args.hold_after, keep_audio=args.keep_audio,
+            quality=args.quality, crf=args.crf, preset=args.preset, on_error=args.on_error, threads=args.threads)
+        the_plan = batch.plan(args.inputs, args.output, copy_other=args.copy_other, manifest=args.manifest)
+        if not the_plan.jobs:
+            raise InputError("no video or photo files found")
     except (AnonymizeError, ValueError) as exc:
         print(f"anonymize: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
-    return run_batch(runner, pairs, args.report, quiet=args.quiet)
-
-
-def run_batch(runner: Anonymizer, pairs: list[tuple[Path, Path]], report: Path | None, quiet: bool) -> int:
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from .ffmpeg_tools import probe
-    from .report import FileReport
-
-    results: list[FileReport] = []
-    exit_code = 0
-    with logging_redirect_tqdm():
-        batch = tqdm(pairs, unit="file", disable=quiet or len(pairs) < 2, desc="files")
-        for src, dst in batch:
-            total = None
-            if media_kind(src) == "video":
-                try:
-                    total = probe(src).estimated_frames()
-                except AnonymizeError:
-                    pass
-            with tqdm(total=total, unit="frame", desc=src.name[:40], disable=quiet, leave=len(pairs) < 2) as bar:
-                try:
-                    results.append(runner.file(src, dst, on_frame=bar.update))
-                except AnonymizeError as exc:
-                    log.error("%s: %s", src, exc)
-                    results.append(FileReport(str(src), str(dst), media_kind(src) or "?", status="failed",
-                                              error=str(exc)))
-                    exit_code = exit_code or exc.exit_code
-    if report:
-        runner.write_report(report, results)
-    if not quiet:
-        done = sum(r.status == "ok" for r in results)
-        regions = sum(r.region_count for r in results)
-        print(f"anonymize: {done}/{len(results)} files written, {regions} regions masked", file=sys.stderr)
-    return exit_code
+    return batch.run(the_plan, options, jobs=args.jobs, report=args.report, quiet=args.quiet)
