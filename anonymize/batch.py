@@ -510,6 +510,8 @@ def worker_plan(jobs: int, options: Options, files: int) -> tuple[int, Options]:
     n = max(1, min(n, cores, max(files, 1)))
     if n > 1 and options.threads == 0:
         options = options.updated(threads=max(1, cores // n))
+    if n > 1 and options.ffmpeg_threads == 0:
+        options = options.updated(ffmpeg_threads=max(1, cores // n))
     return n, options
 
 

@@ -44,6 +44,8 @@ class Options:
     on_error: str = "fail"
     #: CPU threads for the detector (0 = onnxruntime's default).
     threads: int = 0
+    #: Threads for each ffmpeg decoder/encoder (0 = ffmpeg's default, one per core).
+    ffmpeg_threads: int = 0
     #: Seed for mask noise (None = fresh randomness each run).
     seed: int | None = None
 

@@ -130,8 +130,8 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
     settings = replace(settings, max_gap=max(settings.max_gap, 2 * opts.detect_every),
                        hold_after=max(settings.hold_after, opts.detect_every))
     tracker: Tracker[Frame] = Tracker(settings)
-    decoder = VideoDecoder(src, info)
-    settings = EncodeSettings(opts.quality, opts.crf, opts.preset, opts.keep_audio)
+    decoder = VideoDecoder(src, info, threads=opts.ffmpeg_threads)
+    settings = EncodeSettings(opts.quality, opts.crf, opts.preset, opts.keep_audio, threads=opts.ffmpeg_threads)
     report.audio = "none" if not info.audio else ("kept" if opts.keep_audio else "dropped")
     report.removed = removed_from_video(info, opts.keep_audio)
 

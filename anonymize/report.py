@@ -3,14 +3,15 @@
 Schema (version 1, stable; other tools read it)::
 
     {"schema": 1, "tool": "anonymize", "version": "...", "settings": {...}, "models": [...],
-     "files": [{"input": str, "output": str, "kind": "video"|"photo", "status": "ok"|"failed",
+     "files": [{"input": str, "output": str, "kind": "video"|"photo", "status": "ok"|"failed"|"skipped"|"copied",
                 "error": str|null, "width": int, "height": int, "frame_count": int,
                 "audio": "dropped"|"kept"|"none", "removed": [str, ...],
                 "frames": [{"index": i, "pts": seconds, "regions": [
                     {"x": .., "y": .., "w": .., "h": .., "shape": "ellipse"|"box",
                      "kind": "face", "score": .., "source": "detected"|"tracked"|"held"}]}]}]}
 
-Region coordinates are the masked area in output pixels; a region at the frame's edge may extend
+``skipped``: already done by an earlier run of the same batch (manifest); ``copied``: a non-media
+file copied verbatim with ``--copy-other``. Region coordinates are the masked area in output pixels; a region at the frame's edge may extend
 past it (the masked area is the shape's part inside the frame). ``removed`` names kinds of identifying
 data found in the input and not written (never their values). Frames are spooled to a temporary
 file while a video runs, so memory does not grow with video length.
