@@ -149,6 +149,9 @@ class Tracker(Generic[T]):
                 return b0 + (b1 - b0) * w, "tracked", min(s0, s1)
         if after and after[0][0] - frame <= self.s.hold_before:
             f1, b1, s1 = after[0]
+            if len(after) > 1:  # run the track's first motion backwards: entering faces move
+                f2, b2, _ = after[1]
+                b1 = b1 - (b2 - b1) / max(f2 - f1, 1) * (f1 - frame)
             return _grow(b1, self.s.growth * (f1 - frame)), "held", s1
         if before and not after and frame - before[-1][0] <= self.s.hold_after:
             f0, b0, s0 = before[-1]

@@ -28,6 +28,9 @@ def test_gap_is_interpolated_and_holds_before_and_after():
     out = dict(_run(moving, 30, s))
     assert all(len(out[f]) == 0 for f in (0, 1, 2, 3, 4, 5, 6, 21, 25))
     assert list(out[7].sources) == ["held"] and list(out[9].sources) == ["held"]
+    # held before: the first motion (2 px/frame) run backwards
+    cx7 = (out[7].boxes[0, 0] + out[7].boxes[0, 2]) / 2
+    assert abs(cx7 - (25 + 2 * 7)) < 1e-3
     for f in (12, 13, 14):
         r = out[f]
         assert list(r.sources) == ["tracked"]
