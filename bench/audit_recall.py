@@ -1,0 +1,146 @@
+"""How often ``anonymize audit`` catches a face left visible, and how often it cries wolf.
+
+On shared WIDER FACE photos of assemblies (read in place from ``<repo>/../shared/eval``; nothing
+made from them is written inside the repository): each photo is copied as PNG to a temporary
+folder and anonymized by our pipeline (``Anonymizer().file``); then the original pixels of a few
+randomly chosen ground-truth faces (seeded; ``--per-image``, faces >= 16 px) are pasted back into
+the output, as if the pipeline had missed them. The audit's own decision (``Auditor.suspects``:
+RetinaFace, mask-likeness test, second look) is run on that picture and on the untouched output.
+
+Reported:
+
+- **restored faces flagged**, by height (>= 32 px, 16-32 px): a suspect box overlaps the restored
+  ground-truth box with IoU >= 0.3 or covers its centre. Target: >= 95 % of those >= 32 px.
+- **masked faces flagged**: the same test on ground-truth faces >= 32 px that our pipeline did
+  mask (>= 80 % of the box, the shared metric) and that touch no restored face: false alarms.
+- **findings per clean output**: suspects in the untouched outputs (any, anywhere: false alarms,
+  and also real faces our pipeline missed).
+- with ``--against``: share of restored faces (>= 32 px) that dlib's recogniser matches to the
+  original (distance < 0.6) and of masked faces it wrongly matches.
+
+Usage::
+
+    python bench/audit_recall.py --images 50 [--per-image 3] [--seed 0] [--mask blur] [--against] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+EVAL = ROOT.parent / "shared" / "eval"
+
+
+def flagged(boxes: np.ndarray, gt: list[int]) -> bool:
+    """Does any (x1, y1, x2, y2) box overlap the ground-truth (x, y, w, h) with IoU >= 0.3, or cover its centre?"""
+    if not len(boxes):
+        return False
+    x, y, w, h = gt
+    ix = np.clip(np.minimum(boxes[:, 2], x + w) - np.maximum(boxes[:, 0], x), 0, None)
+    iy = np.clip(np.minimum(boxes[:, 3], y + h) - np.maximum(boxes[:, 1], y), 0, None)
+    inter = ix * iy
+    iou = inter / ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) + w * h - inter)
+    cx, cy = x + w / 2, y + h / 2
+    centre = (boxes[:, 0] <= cx) & (cx <= boxes[:, 2]) & (boxes[:, 1] <= cy) & (cy <= boxes[:, 3])
+    return bool(((iou >= 0.3) | centre).any())
+
+
+def touches(a: list[int], b: list[int]) -> bool:
+    return not (a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1])
+
+
+def share(values: list[bool]) -> str:
+    return f"{100 * np.mean(values):5.1f}% ({sum(values)}/{len(values)})" if values else "  n/a"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=50)
+    p.add_argument("--per-image", type=int, default=3, help="faces restored per photo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mask", default="blur", help="our pipeline's mask style")
+    p.add_argument("--against", action="store_true", help="also measure the --against recognition check")
+    p.add_argument("--json", type=Path, help="write the figures here")
+    args = p.parse_args()
+    if not (EVAL / "tools" / "wider.py").is_file() or not (EVAL / "widerface" / "gt.txt").is_file():
+        print(f"audit_recall.py: shared evaluation data not found at {EVAL}; skipped")
+        return 0
+    sys.path.insert(0, str(EVAL / "tools"))
+    import wider  # the shared metric, read in place
+
+    from anonymize import Anonymizer
+    from anonymize.audit import MATCH_DISTANCE, Auditor, AuditSettings
+
+    gt = wider.load_gt(EVAL / "widerface" / "gt.txt")
+    names = random.Random(args.seed).sample(sorted(gt), min(args.images, len(gt)))
+    rng = random.Random(args.seed + 1)
+    runner = Anonymizer(seed=args.seed, mask=args.mask)
+    auditor = Auditor(AuditSettings(), against=args.against)
+    rec32, rec16, masked_flags, clean_counts, leak_hit, leak_false, seconds = [], [], [], [], [], [], []
+    with tempfile.TemporaryDirectory(prefix="audit-recall-") as tmp:
+        for k, name in enumerate(names):
+            original = cv2.imread(str(EVAL / "widerface" / "images" / name))
+            src, dst = Path(tmp) / f"{k}.png", Path(tmp) / f"{k}.out.png"
+            cv2.imwrite(str(src), original)
+            report = runner.file(src, dst)
+            regions = [(r["x"], r["y"], r["x"] + r["w"], r["y"] + r["h"], r["shape"])
+                       for f in report.frames() for r in f["regions"]]
+            cover = [c for _, c in wider.score(gt[name], wider.rasterize(regions, *original.shape[:2]))]
+            output = cv2.imread(str(dst))
+            candidates = [b for b in gt[name] if b[3] >= 16]
+            restored_boxes = rng.sample(candidates, min(args.per_image, len(candidates)))
+            restored = output.copy()
+            for x, y, w, h in restored_boxes:
+                restored[max(y, 0):y + h, max(x, 0):x + w] = original[max(y, 0):y + h, max(x, 0):x + w]
+            start = time.perf_counter()
+            suspects = auditor.suspects(restored)[0].boxes
+            seconds.append(time.perf_counter() - start)
+            clean_counts.append(len(auditor.suspects(output)[0]))
+            for b in restored_boxes:
+                (rec32 if b[3] >= 32 else rec16).append(flagged(suspects, b))
+            masked = [b for b, c in zip(gt[name], cover)
+                      if b[3] >= 32 and c >= 0.8 and not any(touches(b, r) for r in restored_boxes)]
+            masked_flags += [flagged(suspects, b) for b in masked]
+            if args.against:
+                boxes, dist = auditor.distances(restored, original)
+                matches = boxes[dist < MATCH_DISTANCE]
+                leak_hit += [flagged(matches, b) for b in restored_boxes if b[3] >= 32]
+                leak_false += [flagged(matches, b) for b in masked]
+            print(f"{k + 1}/{len(names)} {name}: {len(gt[name])} faces, restored {len(restored_boxes)}, "
+                  f"suspects {len(suspects)}, {seconds[-1]:.1f} s", file=sys.stderr, flush=True)
+    figures = {
+        "images": len(names), "seed": args.seed, "mask": args.mask,
+        "restored_ge32_flagged": float(np.mean(rec32)) if rec32 else None, "restored_ge32": len(rec32),
+        "restored_16_32_flagged": float(np.mean(rec16)) if rec16 else None, "restored_16_32": len(rec16),
+        "masked_ge32_flagged": float(np.mean(masked_flags)) if masked_flags else None, "masked_ge32": len(masked_flags),
+        "findings_per_clean_output": float(np.mean(clean_counts)),
+        "clean_outputs_with_findings": float(np.mean(np.array(clean_counts) > 0)),
+        "audit_seconds_per_image": float(np.mean(seconds)),
+    }
+    print(f"\naudit recall on {len(names)} WIDER photos (mask {args.mask}, {args.per_image} faces restored each, "
+          f"seed {args.seed}; {np.mean(seconds):.1f} s per audited photo)")
+    print(f"  restored faces >= 32 px flagged : {share(rec32)}   (target >= 95 %)")
+    print(f"  restored faces 16-32 px flagged : {share(rec16)}")
+    print(f"  masked faces >= 32 px flagged   : {share(masked_flags)}   (false alarms)")
+    print(f"  findings per clean output       : {np.mean(clean_counts):.2f} "
+          f"({100 * np.mean(np.array(clean_counts) > 0):.0f}% of outputs have any)")
+    if args.against:
+        figures.update(against_restored_ge32_matched=float(np.mean(leak_hit)) if leak_hit else None,
+                       against_masked_ge32_matched=float(np.mean(leak_false)) if leak_false else None)
+        print(f"  --against: restored >= 32 px matched {share(leak_hit)}, masked >= 32 px matched {share(leak_false)}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""``anonymize audit``: real outputs of the real pipeline, real models, files made here.
+
+A clean output must audit clean (exit 0); each kind of leftover must be caught (exit 10): a face
+left unmasked, a face that was only Gaussian-blurred (recognised with ``--against``), GPS in a
+JPEG, a location tag in an MP4, and audio (unless ``--keep-audio-ok``).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import ExifTags, Image
+
+from anonymize.cli import main as cli_main
+
+from .conftest import face_clip, ff
+
+pytest.importorskip("retinaface.weights", reason='needs the audit extra: pip install "anonymize[audit]"')
+
+from anonymize.audit import EXIT_FOUND, audit, check_video_metadata, main, scan_bytes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory, astronaut_bgr) -> tuple[Path, Path]:
+    """Inputs (a PNG, a JPEG and a 1 s clip of the astronaut) and their anonymized outputs."""
+    from anonymize import Anonymizer
+
+    root = tmp_path_factory.mktemp("audit")
+    src, out = root / "in", root / "out"
+    (src / "sub").mkdir(parents=True)
+    cv2.imwrite(str(src / "face.png"), astronaut_bgr)
+    cv2.imwrite(str(src / "sub" / "face.jpg"), astronaut_bgr)
+    face_clip(src, "clip.mp4", seconds=1.0, audio=True)
+    runner = Anonymizer(seed=0)
+    for f in ("face.png", "sub/face.jpg", "clip.mp4"):
+        runner.file(src / f, out / f)
+    return src, out
+
+
+def _kinds(report_json: Path) -> dict[str, list[dict]]:
+    data = json.loads(report_json.read_text())
+    found: dict[str, list[dict]] = {}
+    for f in data["files"]:
+        for x in f["findings"]:
+            found.setdefault(x["kind"], []).append(x)
+    return found
+
+
+def test_clean_outputs_audit_clean(clean, tmp_path, capsys):
+    src, out = clean
+    report = tmp_path / "audit.json"
+    assert cli_main(["audit", str(out), "--json", str(report), "-q"]) == 0  # dispatched by the CLI
+    data = json.loads(report.read_text())
+    assert data["clean"] and len(data["files"]) == 3
+    video = next(f for f in data["files"] if f["kind"] == "video")
+    assert video["frames_checked"] == 6  # 30 frames, every 5th
+    assert "3 clean" in capsys.readouterr().out
+    # Against the originals: no face of theirs is recognisable in the outputs.
+    assert main([str(out), "--against", str(src), "--every", "10", "-q"]) == 0
+    result = audit(out / "face.png", against=src / "face.png")
+    assert result.clean and result.files[0].input == str(src / "face.png")
+
+
+def test_unmasked_face_is_flagged_with_a_thumbnail(clean, tmp_path, astronaut_bgr):
+    src, _ = clean
+    leaked = tmp_path / "published"
+    leaked.mkdir()
+    shutil.copy(src / "face.png", leaked / "face.png")  # the "output" is the original photo
+    thumbs, report = tmp_path / "thumbs", tmp_path / "audit.json"
+    assert main([str(leaked), "--thumbs", str(thumbs), "--json", str(report), "-q"]) == EXIT_FOUND
+    faces = _kinds(report)["face"]
+    assert len(faces) == 1
+    x, y, w, h = faces[0]["box"]
+    assert 150 < x + w / 2 < 300 and 60 < y + h / 2 < 200 and h > 80  # the astronaut's face
+    thumb = Path(faces[0]["thumbnail"])
+    assert thumb.parent == thumbs and thumb.name.startswith("face.png_")
+    crop = cv2.imread(str(thumb))
+    assert crop.shape[0] > h and crop.shape[1] > w  # the face with a margin
+
+
+def test_against_recognises_a_gaussian_blurred_face(clean, tmp_path):
+    src, _ = clean
+    blurred = tmp_path / "out"
+    blurred.mkdir()
+    image = cv2.imread(str(src / "face.png"))
+    cv2.imwrite(str(blurred / "face.png"), cv2.GaussianBlur(image, (31, 31), 0))
+    report = tmp_path / "audit.json"
+    assert main([str(blurred), "--against", str(src), "--json", str(report), "-q"]) == EXIT_FOUND
+    leaks = _kinds(report)["leak"]
+    assert len(leaks) == 1 and leaks[0]["distance"] < 0.6
+
+
+def _no_face_image() -> np.ndarray:
+    ramp = np.linspace(40, 200, 320, dtype=np.uint8)
+    return np.dstack([np.tile(ramp, (240, 1))] * 3)
+
+
+def test_gps_in_a_jpeg_is_caught(tmp_path):
+    exif = Image.Exif()
+    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    gps.update({1: "N", 2: (52.0, 31.0, 12.34), 3: "E", 4: (13.0, 24.0, 56.78)})
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(_no_face_image()).save(path, exif=exif)
+    result = audit(path)
+    details = " ".join(f"{x.kind}:{x.detail}" for x in result.files[0].findings)
+    assert "metadata:carries" in details and "exif:gps" in details
+    assert "'Exif" in details  # and the byte scan sees it too
+    assert not any(x.kind == "face" for x in result.files[0].findings)
+    clean = tmp_path / "clean.jpg"
+    Image.fromarray(_no_face_image()).save(clean)
+    assert audit(clean).clean and scan_bytes(clean) == []
+
+
+def test_location_tag_in_an_mp4_is_caught(tmp_path):
+    path = tmp_path / "clip.mp4"
+    ff("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=10:duration=1", "-metadata", "location=+52.5200+013.4050/",
+       "-c:v", "libx264", "-preset", "ultrafast", str(path))
+    details = [x.detail for x in check_video_metadata(path)]
+    assert "tag:location" in details
+    assert main([str(path), "-q"]) == EXIT_FOUND
+
+
+def test_audio_is_caught_unless_allowed(clean, tmp_path):
+    from anonymize import Anonymizer
+
+    src, _ = clean
+    out = tmp_path / "with_audio.mp4"
+    Anonymizer(seed=0, keep_audio=True).file(src / "clip.mp4", out)
+    result = audit(out)
+    assert [x.kind for x in result.files[0].findings] == ["audio"]
+    assert main([str(out), "--keep-audio-ok", "-q"]) == 0
+
+
+def test_missing_extra_says_how_to_install(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "retinaface.weights", None)  # import fails as if not installed
+    path = tmp_path / "x.png"
+    cv2.imwrite(str(path), _no_face_image())
+    assert main([str(path)]) == 6
+    assert 'pip install "anonymize[audit]"' in capsys.readouterr().err
+
+
+def test_bad_paths_are_input_errors(tmp_path):
+    assert main([str(tmp_path / "missing.mp4"), "-q"]) == 2
+    assert main([str(tmp_path), "-q"]) == 2  # a folder with nothing to audit
