@@ -15,7 +15,7 @@ class Options:
     #: Face detector (see ``anonymize.detectors.DETECTORS``).
     detector: str = "centerface"
     #: Detection score threshold; lower finds more faces and masks a little more background.
-    threshold: float = 0.2
+    threshold: float = 0.1
     #: Resize factor applied before detection (1.0 = full resolution).
     detect_scale: float = 1.0
     #: Run the detector on every N-th video frame (and on every scene cut); the tracker fills
