@@ -125,8 +125,7 @@ class Tracker(Generic[T]):
         for t in self._tracks:
             if t.id in have:
                 continue
-            box, source, score = self._virtual_box(t, frame)
-            if box is not None:
+            for box, source, score in self._virtual_boxes(t, frame):
                 boxes.append(box); scores.append(score); kinds.append(t.kind); ids.append(t.id); sources.append(source)
         # Forget tracks that can no longer produce a box, and hits no future frame needs.
         horizon = frame + 1 - self.s.hold_after - self.s.max_gap
@@ -138,25 +137,47 @@ class Tracker(Generic[T]):
                         ids, np.array(sources, object)) if boxes else Regions.empty()
         return item, Regions.merge([detected, extra])
 
-    def _virtual_box(self, t: _Track, frame: int) -> tuple[np.ndarray | None, str, float]:
-        """Box of track ``t`` at ``frame`` where it was not detected: interpolated or held."""
+    def _virtual_boxes(self, t: _Track, frame: int) -> list[tuple[np.ndarray, str, float]]:
+        """Boxes of track ``t`` at ``frame`` where it was not detected: interpolated, or held.
+
+        A held box is both the nearest hit's box where it was and that box moved along the
+        track's motion (centre only: sizes of faces entering or leaving at the frame edge change
+        fast, and extrapolating them would shrink the mask). Masking both costs a little area and
+        covers a wrong guess of the motion.
+        """
         before = [h for h in t.hits if h[0] < frame]
         after = [h for h in t.hits if h[0] > frame]
         if before and after:
             (f0, b0, s0), (f1, b1, s1) = before[-1], after[0]
             if f1 - f0 <= self.s.max_gap + 1:
                 w = (frame - f0) / (f1 - f0)
-                return b0 + (b1 - b0) * w, "tracked", min(s0, s1)
+                return [(b0 + (b1 - b0) * w, "tracked", min(s0, s1))]
         if after and after[0][0] - frame <= self.s.hold_before:
             f1, b1, s1 = after[0]
+            moved = b1
             if len(after) > 1:  # run the track's first motion backwards: entering faces move
                 f2, b2, _ = after[1]
-                b1 = b1 - (b2 - b1) / max(f2 - f1, 1) * (f1 - frame)
-            return _grow(b1, self.s.growth * (f1 - frame)), "held", s1
+                moved = _shift(b1, _centre_velocity(b1, b2, f2 - f1) * (frame - f1))
+            grow = self.s.growth * (f1 - frame)
+            return [(_grow(b1, grow), "held", s1), (_grow(moved, grow), "held", s1)]
         if before and not after and frame - before[-1][0] <= self.s.hold_after:
             f0, b0, s0 = before[-1]
-            return _grow(b0 + t.velocity() * (frame - f0), self.s.growth * (frame - f0)), "held", s0
-        return None, "", 0.0
+            moved = b0
+            if len(t.hits) >= 2:
+                (fa, ba, _), (fb, bb, _) = t.hits[-2], t.hits[-1]
+                moved = _shift(b0, _centre_velocity(ba, bb, fb - fa) * (frame - f0))
+            grow = self.s.growth * (frame - f0)
+            return [(_grow(b0, grow), "held", s0), (_grow(moved, grow), "held", s0)]
+        return []
+
+
+def _centre_velocity(a: np.ndarray, b: np.ndarray, frames: int) -> np.ndarray:
+    """Motion per frame of the box centre from ``a`` to ``b`` (2 values)."""
+    return ((b[:2] + b[2:]) - (a[:2] + a[2:])) / 2 / max(frames, 1)
+
+
+def _shift(box: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    return box + np.concatenate([delta, delta]).astype(np.float32)
 
 
 def _similarity(dets: np.ndarray, preds: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
