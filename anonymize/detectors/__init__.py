@@ -1,6 +1,6 @@
 """Detectors behind one interface, looked up by name in :data:`DETECTORS`."""
 from .base import DETECTORS, Detector, register
-from . import centerface  # noqa: F401  (registers "centerface")
+from . import centerface, tta  # noqa: F401  (register "centerface", "centerface-tta")
 
 __all__ = ["DETECTORS", "Detector", "register", "create"]
 

@@ -1,0 +1,127 @@
+"""CenterFace with test-time augmentation: several passes over one frame, fused into one set.
+
+Each pass runs the network on a view of the frame: resized by one of ``scales``, optionally
+mirrored (``flip``), or cut into ``tiles`` x ``tiles`` overlapping tiles enlarged by
+``tile_scale`` (small faces become big enough for the network). Every pass keeps the boxes scoring
+at least ``threshold``, so the result finds everything any single pass finds; boxes of different
+passes overlapping by IoU > ``fuse_iou`` are one face and are fused into one box (:mod:`.fusion`).
+Optionally ``vote`` adds faces that no pass scores as high as ``threshold`` but that at least two
+passes see at ``vote`` or more.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..regions import Regions
+from .base import register
+from .centerface import CenterFace
+from .fusion import MODES, contained, fuse, group
+
+
+def tile_windows(h: int, w: int, n: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """``n`` x ``n`` windows (x0, y0, x1, y1) covering the frame; neighbours share a strip of
+    ``overlap`` times the frame's side."""
+    def cuts(size: int) -> list[tuple[int, int]]:
+        return [(max(0, round((k / n - overlap / 2) * size)), min(size, round(((k + 1) / n + overlap / 2) * size)))
+                for k in range(n)]
+    return [(x0, y0, x1, y1) for y0, y1 in cuts(h) for x0, x1 in cuts(w)]
+
+
+def _cut(b: np.ndarray, window: tuple[int, int, int, int], h: int, w: int) -> np.ndarray:
+    """Mask of boxes (tile pixels) touching an inner edge of their tile: part of a face that goes
+    on in the neighbouring tile (the decoder shifts such a box to fit, so it is misplaced too)."""
+    x0, y0, x1, y1 = window
+    return (((x0 > 0) & (b[:, 0] <= 0.5)) | ((x1 < w) & (b[:, 2] >= x1 - x0 - 0.5))
+            | ((y0 > 0) & (b[:, 1] <= 0.5)) | ((y1 < h) & (b[:, 3] >= y1 - y0 - 0.5)))
+
+
+@register("centerface-tta")
+class CenterFaceTTA(CenterFace):
+    """CenterFace over several views of the frame (one session), fused. Defaults: the frame and
+    its mirror image at full resolution, boxes padded by 2 pixels (measured with
+    bench/detector_recall.py).
+
+    Args:
+        threshold, scale, threads, nms_iou, pad: as :class:`CenterFace`; ``scale`` multiplies
+            every pass's own scale, and ``pad`` is applied once, to the fused boxes.
+        scales: whole-frame passes, as resize factors (e.g. ``(1.0, 0.5)``).
+        flip: also run each whole-frame pass on the mirrored frame.
+        tiles: 0 for none, else ``tiles`` x ``tiles`` overlapping tiles, each enlarged by
+            ``tile_scale``; ``tile_overlap`` is the shared strip, as a fraction of the frame side.
+        fuse_iou, fusion: boxes overlapping by more are one face; ``fusion`` is how their boxes
+            merge (``"wbf"``, ``"union"`` or ``"best"``, see :func:`~.fusion.fuse`).
+        vote: if set, a face below ``threshold`` in every pass is still kept when at least two
+            passes score it ``vote`` or more.
+    """
+
+    def __init__(self, threshold: float = 0.2, scale: float = 1.0, threads: int = 0, nms_iou: float = 0.3,
+                 pad: float = 2.0, scales: tuple[float, ...] = (1.0,), flip: bool = True, tiles: int = 0,
+                 tile_scale: float = 1.5, tile_overlap: float = 0.1, fuse_iou: float = 0.5,
+                 fusion: str = "wbf", vote: float | None = None) -> None:
+        if not scales and not tiles:
+            raise ValueError("need at least one pass (scales or tiles)")
+        if any(s <= 0 for s in scales) or tile_scale <= 0 or not 0 <= tile_overlap < 1:
+            raise ValueError("pass scales must be > 0 and tile_overlap in [0, 1)")
+        if vote is not None and not 0 < vote <= threshold:
+            raise ValueError("vote must be in (0, threshold]")
+        if fusion not in MODES:
+            raise ValueError(f"fusion must be one of {MODES}, got {fusion!r}")
+        super().__init__(threshold=threshold, scale=scale, threads=threads, nms_iou=nms_iou, pad=pad)
+        self.scales, self.flip, self.tiles = tuple(float(s) for s in scales), bool(flip), int(tiles)
+        self.tile_scale, self.tile_overlap = float(tile_scale), float(tile_overlap)
+        self.fuse_iou, self.fusion, self.vote = float(fuse_iou), fusion, vote
+
+    def passes(self, frame: np.ndarray, low: float):
+        """Yield each pass's (boxes, scores) in frame pixels, scores above ``low``."""
+        h, w = frame.shape[:2]
+        mirrored = cv2.flip(frame, 1) if self.flip else None
+        for s in self.scales:
+            yield self.boxes_at(frame, s * self.scale, low)
+            if mirrored is not None:
+                b, sc = self.boxes_at(mirrored, s * self.scale, low)
+                yield np.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], axis=1), sc
+        if self.tiles:
+            whole, cut = [], []  # tile boxes; cut ones are kept only if no other box holds them
+            for win in tile_windows(h, w, self.tiles, self.tile_overlap):
+                x0, y0, x1, y1 = win
+                b, sc = self.boxes_at(np.ascontiguousarray(frame[y0:y1, x0:x1]), self.tile_scale * self.scale, low)
+                b = b + np.array([x0, y0, x0, y0], np.float32)
+                part = _cut(b - np.array([x0, y0, x0, y0], np.float32), win, h, w)
+                whole.append((b[~part], sc[~part]))
+                cut.append((b[part], sc[part]))
+            yield self._stack(whole)
+            yield self._stack(cut)
+
+    @staticmethod
+    def _stack(parts):
+        return (np.concatenate([np.zeros((0, 4), np.float32)] + [b for b, _ in parts]),
+                np.concatenate([np.zeros(0, np.float32)] + [s for _, s in parts]))
+
+    def detect(self, frame: np.ndarray) -> Regions:
+        """Faces in a BGR uint8 frame, fused over all passes (kinds "face")."""
+        h, w = frame.shape[:2]
+        if h == 0 or w == 0:
+            return Regions.empty()
+        found = list(self.passes(frame, self.threshold if self.vote is None else self.vote))
+        if self.tiles:  # the last pass holds the tile boxes cut by a tile edge: drop the duplicates
+            cut_b, cut_s = found.pop()
+            keep = ~contained(cut_b, self._stack(found)[0], 0.7)
+            found.append((cut_b[keep], cut_s[keep]))
+        boxes, scores = (a.astype(np.float64) for a in self._stack(found))
+        if self.vote is not None and len(boxes):
+            pass_ids = np.repeat(np.arange(len(found)), [len(s) for _, s in found])
+            keep = self._voted(boxes, scores, pass_ids)
+            boxes, scores = boxes[keep], scores[keep]
+        boxes, scores = fuse(boxes, scores, self.fuse_iou, self.fusion)
+        return self._regions(boxes, scores, h, w)
+
+    def _voted(self, boxes: np.ndarray, scores: np.ndarray, pass_ids: np.ndarray) -> np.ndarray:
+        """Mask of boxes in groups with a box >= threshold or seen by at least two passes."""
+        labels = group(boxes, scores, self.fuse_iou)
+        n = int(labels.max()) + 1
+        strong = np.zeros(n, bool)
+        np.logical_or.at(strong, labels, scores >= self.threshold)
+        seen = np.zeros((n, int(pass_ids.max()) + 1), bool)
+        seen[labels, pass_ids] = True
+        return (strong | (seen.sum(axis=1) >= 2))[labels]
