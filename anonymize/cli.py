@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-scale", type=float, default=D.mask_scale,
                    help=f"head region size relative to the face box (default {D.mask_scale})")
     p.add_argument("--mask-shape", choices=MASK_SHAPES, default=D.mask_shape)
+    p.add_argument("--detector", default=D.detector,
+                   help=f"face detector: centerface, or centerface-tta (flip/scale/tile passes fused: "
+                        f"slower, for photos) (default {D.detector})")
     p.add_argument("--threshold", type=float, default=D.threshold,
                    help=f"detection threshold; lower masks more (default {D.threshold})")
     p.add_argument("--detect-scale", type=float, default=D.detect_scale,
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("--jobs must be >= 0")
         options = Options().updated(
             mask=args.mask, mask_scale=args.mask_scale, mask_shape=args.mask_shape, threshold=args.threshold,
-            detect_scale=args.detect_scale, detect_every=args.detect_every, between_scale=args.between_scale,
+            detector=args.detector, detect_scale=args.detect_scale, detect_every=args.detect_every, between_scale=args.between_scale,
             hold_before=args.hold_before, hold_after=args.hold_after, keep_audio=args.keep_audio,
             quality=args.quality, crf=args.crf, preset=args.preset, on_error=args.on_error, threads=args.threads)
         the_plan = batch.plan(args.inputs, args.output, copy_other=args.copy_other, manifest=args.manifest)
