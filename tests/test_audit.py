@@ -22,7 +22,7 @@ from .conftest import face_clip, ff
 
 pytest.importorskip("retinaface.weights", reason='needs the audit extra: pip install "anonymize[audit]"')
 
-from anonymize.audit import EXIT_FOUND, audit, check_video_metadata, main, scan_bytes  # noqa: E402
+from anonymize.audit import EXIT_FOUND, audit, check_video_metadata, main, scan_bytes
 
 
 @pytest.fixture(scope="module")
