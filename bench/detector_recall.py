@@ -1,16 +1,21 @@
 """Detector-level face coverage on the shared WIDER FACE photos, and 1080p latency.
 
-Each detection is grown about its centre by --mask-scale and rasterized as an ellipse (deface's
-default shape), then scored with the shared ``eval/tools/wider.py``: a ground-truth face counts
-as covered when >= 80% of its box lies inside the mask. Data is read in place from ../shared.
+Each detection is turned into the region the pipeline masks, ``head_boxes(dets, --head-scale)``
+drawn as an ellipse (or, with --mask-scale, grown about its centre as deface does), then scored
+with the shared ``eval/tools/wider.py``: a ground-truth face counts as covered when >= 80% of its
+box lies inside the mask; "outside GT" is the share of the frame masked outside every ground-truth
+box. Data is read in place from ../shared.
 
-    python bench/detector_recall.py --threshold 0.2               # ours, all images
-    python bench/detector_recall.py --detector deface --limit 150 # deface's own class
-    python bench/detector_recall.py --latency                     # ms per 1080p frame
+    python bench/detector_recall.py --threshold 0.2                 # ours, all images
+    python bench/detector_recall.py --detector deface --limit 150   # deface's own class
+    python bench/detector_recall.py --detector centerface-tta --threshold 0.08 --limit 150
+    python bench/detector_recall.py --detector centerface-tta --threshold 0.08 --latency
+    python bench/detector_recall.py --latency --detector ours --threads 1,2 --scale 1,0.5
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,8 +25,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from anonymize.detectors.centerface import CenterFace  # noqa: E402
+from anonymize.detectors import DETECTORS, create  # noqa: E402
+from anonymize.masks import head_boxes  # noqa: E402
 from anonymize.models import model_path  # noqa: E402
+from anonymize.regions import Regions  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "eval"
 
@@ -53,12 +60,30 @@ class DefaceRef:
         return self.ref(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), threshold=self.threshold)[0][:, :4]
 
 
-def make(kind: str, threshold: float, scale: float, threads: int):
+def detector_options(args) -> dict:
+    """Extra options of the chosen detector from the command line (only those given)."""
+    opts = {"pad": args.pad, "flip": args.flip, "tiles": args.tiles, "tile_scale": args.tile_scale,
+            "fusion": args.fusion, "fuse_iou": args.fuse_iou, "vote": args.vote,
+            "scales": tuple(float(v) for v in args.scales.split(",")) if args.scales else None}
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def make(kind: str, threshold: float, scale: float, threads: int, **opts):
     """A callable BGR frame -> (n, 4) boxes."""
     if kind == "deface":
         return DefaceRef(threshold, scale, threads).boxes
-    det = CenterFace(threshold=threshold, scale=scale, threads=threads)
+    det = create("centerface" if kind == "ours" else kind, threshold=threshold, scale=scale, threads=threads, **opts)
     return lambda img: det.detect(img).boxes
+
+
+def masked_regions(boxes: np.ndarray, args) -> list[tuple]:
+    """The ellipses the pipeline would draw for these face boxes."""
+    if args.mask_scale:  # deface-style growth about the centre
+        c, s = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) * args.mask_scale / 2
+        grown = np.concatenate([c - s, c + s], axis=1)
+    else:
+        grown = head_boxes(Regions(boxes), args.head_scale).boxes
+    return [(*b, "ellipse") for b in grown]
 
 
 def spread(names: list[str], limit: int | None) -> list[str]:
@@ -81,56 +106,80 @@ def recall(args) -> None:
 
     gt = wider.load_gt(EVAL / "widerface" / "gt.txt")
     names = spread(sorted(gt), args.limit)
-    detect = make(args.detector, args.threshold, args.scale, args.threads)
-    half = args.mask_scale / 2
+    detect = make(args.detector, args.threshold, args.scale[0], args.threads[0], **detector_options(args))
     rows, outside, t_total = [], [], 0.0
     for name in names:
         img = cv2.imread(str(EVAL / "widerface" / "images" / name))
         t0 = time.perf_counter()
         b = detect(img)
         t_total += time.perf_counter() - t0
-        c, s = (b[:, :2] + b[:, 2:]) / 2, (b[:, 2:] - b[:, :2]) * half
-        regions = [(*lo, *hi, "ellipse") for lo, hi in zip(c - s, c + s)]
-        mask = wider.rasterize(regions, *img.shape[:2])
+        mask = wider.rasterize(masked_regions(b, args), *img.shape[:2])
         rows += wider.score(gt[name], mask)
         gtm = wider.rasterize([(x, y, x + w, y + h) for x, y, w, h in gt[name]], *img.shape[:2])
         outside.append(float((mask & ~gtm).mean()))
     res = wider.summarize(rows, outside, t_total, len(names))
-    title = (f"{args.detector} t={args.threshold} scale={args.scale} threads={args.threads} "
-             f"mask x{args.mask_scale} ellipse")
+    mask = f"mask x{args.mask_scale} ellipse" if args.mask_scale else f"head_boxes x{args.head_scale} ellipse"
+    title = (f"{args.detector} {detector_options(args)} t={args.threshold} scale={args.scale[0]} "
+             f"threads={args.threads[0]} {mask}")
     print(wider.table(res, title))
 
 
 def latency(args) -> None:
-    """Best and median ms per 1080p frame (a WIDER crowd photo stretched to 1920x1080, else noise)."""
+    """Best and median ms per frame of --size (a WIDER crowd photo stretched to it, else noise)."""
+    w, h = (int(v) for v in args.size.split("x"))
     photos = sorted((EVAL / "widerface" / "images" / "2--Demonstration").glob("*.jpg"))
-    img = (cv2.resize(cv2.imread(str(photos[0])), (1920, 1080)) if photos
-           else np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), np.uint8))
-    print(f"{'detector':8} {'scale':>5} {'threads':>7} {'best ms':>8} {'median ms':>9}")
-    for kind in ("ours", "deface"):
-        for scale in (1.0, 0.5):
-            for threads in (1, 2):
-                detect = make(kind, args.threshold, scale, threads)
-                detect(img)  # warm-up
-                ts = []
-                for _ in range(args.repeats):
-                    t0 = time.perf_counter()
-                    detect(img)
-                    ts.append(time.perf_counter() - t0)
-                # Best-of-N is the figure least disturbed by other load on the machine.
-                print(f"{kind:8} {scale:5.2f} {threads:7d} {min(ts) * 1000:8.1f} {np.median(ts) * 1000:9.1f}")
+    img = (cv2.resize(cv2.imread(str(photos[0])), (w, h)) if photos
+           else np.random.default_rng(0).integers(0, 256, (h, w, 3), np.uint8))
+    opts = detector_options(args)
+    print(f"{args.detector} {opts} t={args.threshold} on {w}x{h}; load average {os.getloadavg()[0]:.1f}")
+    print(f"{'scale':>5} {'threads':>7} {'best ms':>8} {'median ms':>9}")
+    for scale in args.scale:
+        for threads in args.threads:
+            detect = make(args.detector, args.threshold, scale, threads, **opts)
+            detect(img)  # warm-up
+            ts = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                detect(img)
+                ts.append(time.perf_counter() - t0)
+            # Best-of-N is the figure least disturbed by other load on the machine.
+            print(f"{scale:5.2f} {threads:7d} {min(ts) * 1000:8.1f} {np.median(ts) * 1000:9.1f}", flush=True)
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def _bool(text: str) -> bool:
+    return text.lower() in ("1", "true", "yes", "on")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--limit", type=int, default=None, help="images, spread over the event folders")
     p.add_argument("--threshold", type=float, default=0.2)
-    p.add_argument("--scale", type=float, default=1.0, help="resize factor before inference")
-    p.add_argument("--threads", type=int, default=0, help="ort intra-op threads, 0 = default")
-    p.add_argument("--detector", choices=("ours", "deface"), default="ours")
-    p.add_argument("--mask-scale", type=float, default=1.3,
-                   help="growth about the box centre (deface --mask-scale M grows by 2M-1)")
-    p.add_argument("--latency", action="store_true", help="time 1080p frames instead")
+    p.add_argument("--scale", type=_floats, default=[1.0], help="resize factor(s) before inference")
+    p.add_argument("--threads", type=_ints, default=[2], help="ort intra-op threads (0 = ort's default)")
+    p.add_argument("--detector", choices=("ours", "deface", *sorted(DETECTORS)), default="ours",
+                   help="ours = centerface; deface = deface's own class; or any registered detector")
+    p.add_argument("--head-scale", type=float, default=1.5, help="head_boxes growth, as the pipeline's mask_scale")
+    p.add_argument("--mask-scale", type=float, default=None,
+                   help="instead grow about the box centre (deface --mask-scale M grows by 2M-1)")
+    g = p.add_argument_group("detector options (only passed when given)")
+    g.add_argument("--pad", type=float, help="box margin, network-input pixels per side")
+    g.add_argument("--flip", type=_bool, help="centerface-tta: also run the mirrored frame (true/false)")
+    g.add_argument("--scales", help="centerface-tta: whole-frame pass scales, e.g. 1,0.5")
+    g.add_argument("--tiles", type=int, help="centerface-tta: n x n tiles (0 = none)")
+    g.add_argument("--tile-scale", type=float, help="centerface-tta: tile enlargement")
+    g.add_argument("--fusion", help="centerface-tta: wbf, union or best")
+    g.add_argument("--fuse-iou", type=float, help="centerface-tta: IoU above which boxes are one face")
+    g.add_argument("--vote", type=float, help="centerface-tta: keep faces two passes see at >= vote")
+    p.add_argument("--latency", action="store_true", help="time frames of --size instead")
+    p.add_argument("--size", default="1920x1080", help="latency frame size, WxH")
     p.add_argument("--repeats", type=int, default=10)
     args = p.parse_args()
     if not (EVAL / "widerface" / "gt.txt").is_file() and not args.latency:
