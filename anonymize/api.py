@@ -1,7 +1,6 @@
 """The public Python API. The CLI (and a later HTTP service) are thin fronts over this."""
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -11,8 +10,6 @@ from .errors import AnonymizeError, InputError
 from .photo import PHOTO_EXTENSIONS
 from .report import FileReport, write_report
 from .video import VIDEO_EXTENSIONS
-
-log = logging.getLogger("anonymize")
 
 __version__ = "0.1.0"
 

@@ -12,6 +12,7 @@ Everything else is skipped by size. Unknown-size Segment/Cluster (live streams) 
 """
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
@@ -33,7 +34,7 @@ class MkvError(Exception):
 def _read_exact(f: BinaryIO, n: int) -> bytes:
     data = f.read(n)
     if len(data) != n:
-        raise EOFError if not data else MkvError("stream ended inside an element")
+        raise MkvError("stream ended inside an element")
     return data
 
 
@@ -49,9 +50,11 @@ def _read_into(f: BinaryIO, n: int) -> bytearray:
     return buf
 
 
-def _read_vint(f: BinaryIO, keep_marker: bool) -> int:
-    """Read an EBML vint: element IDs keep their marker bit, sizes drop it (all ones = unknown)."""
-    first = _read_exact(f, 1)[0]
+def _read_vint(f: BinaryIO, keep_marker: bool, first: int | None = None) -> int:
+    """Read an EBML vint: element IDs keep their marker bit, sizes drop it (all ones = unknown).
+    ``first``: its first byte, when the caller has already read it."""
+    if first is None:
+        first = _read_exact(f, 1)[0]
     if first == 0:
         raise MkvError("invalid EBML variable-length integer")
     length = 9 - first.bit_length()
@@ -95,10 +98,10 @@ class MkvFrameReader:
     def __iter__(self) -> Iterator[tuple[float, bytes]]:
         f = self._f
         while True:
-            try:
-                eid = _read_vint(f, keep_marker=True)
-            except EOFError:
+            head = f.read(1)
+            if not head:  # a clean end between elements; anywhere else a short read is an error
                 return
+            eid = _read_vint(f, keep_marker=True, first=head[0])
             size = _read_vint(f, keep_marker=False)
             if eid in _MASTERS:
                 if eid == TRACKS and size != _UNKNOWN:
@@ -121,8 +124,6 @@ class MkvFrameReader:
                 self._cluster_ts = _uint(data)
 
     def _parse_tracks(self, data: bytes) -> None:
-        import io
-
         stream = io.BytesIO(data)
         end = len(data)
         while stream.tell() < end:
