@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import batch
 from .api import __version__
-from .config import MASK_SHAPES, ON_ERROR, Options
+from .config import AUDIO, MARKS, MASK_SHAPES, ON_ERROR, Options
 from .errors import AnonymizeError, InputError
 from .video import QUALITY
 
@@ -65,7 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
                         f"between (0 = none; default {D.between_scale})")
     p.add_argument("--hold-before", type=float, default=D.hold_before, help="seconds masked before a face appears")
     p.add_argument("--hold-after", type=float, default=D.hold_after, help="seconds masked after a face is lost")
-    p.add_argument("--keep-audio", action="store_true", help="copy audio unchanged (default: drop it; voices identify)")
+    p.add_argument("--marks", default=",".join(D.marks),
+                   help=f"what to mask, comma-separated from {','.join(MARKS)}: faces; heads (people seen from "
+                        "behind or the side); persons (whole people); plates and text (legible text: signs, "
+                        f"badges, plates; found by one text detector) (default {','.join(D.marks)})")
+    p.add_argument("--marks-every", type=int, default=D.marks_every,
+                   help="video: detect the marks other than faces on every N-th frame and on scene cuts; their "
+                        f"masks are held and interpolated between (default {D.marks_every})")
+    p.add_argument("--audio", choices=AUDIO, default=D.audio,
+                   help="drop (default: voices identify people), keep (copied unchanged), or disguise (pitch and "
+                        "formants shifted by a random factor: reduces, does not remove, the risk)")
+    p.add_argument("--keep-audio", action="store_true", help="same as --audio keep")
     p.add_argument("--quality", choices=sorted(QUALITY), default=D.quality, help="video encoder preset")
     p.add_argument("--crf", type=int, help="override the encoder's CRF")
     p.add_argument("--preset", help="override the x264 preset")
@@ -106,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         options = Options().updated(
             mask=args.mask, mask_scale=args.mask_scale, mask_shape=args.mask_shape, threshold=args.threshold,
             detector=args.detector, detect_scale=args.detect_scale, detect_every=args.detect_every, between_scale=args.between_scale,
-            hold_before=args.hold_before, hold_after=args.hold_after, keep_audio=args.keep_audio,
+            hold_before=args.hold_before, hold_after=args.hold_after,
+            audio="keep" if args.keep_audio else args.audio, marks=args.marks, marks_every=args.marks_every,
             quality=args.quality, crf=args.crf, preset=args.preset, on_error=args.on_error, threads=args.threads)
         the_plan = batch.plan(args.inputs, args.output, copy_other=args.copy_other, manifest=args.manifest)
         if not the_plan.jobs:

@@ -6,6 +6,12 @@ from typing import Any
 
 ON_ERROR = ("fail", "mask-frame")
 MASK_SHAPES = ("ellipse", "box")
+#: What can be masked (``--marks``). faces: CenterFace (or ``detector``); heads: heads of people
+#: seen from behind or the side; persons: whole people; plates, text: legible text (plates are
+#: found as text: no plate detector with a permissive licence ships its weights).
+MARKS = ("faces", "heads", "persons", "plates", "text")
+#: Audio policy: voices identify people, so audio is dropped unless asked for.
+AUDIO = ("drop", "keep", "disguise")
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,15 @@ class Options:
     hold_after: float = 0.5
     #: Longest detection gap (seconds) bridged by interpolation within one track.
     max_gap: float = 0.5
-    #: Audio is dropped unless asked for: voices identify people.
+    #: What to mask, a subset of :data:`MARKS` (a tuple, or a comma-separated string).
+    marks: tuple[str, ...] = ("faces",)
+    #: Video: run the detectors of marks other than faces on every N-th frame (and scene cuts);
+    #: the tracker holds and interpolates their masks between. Text and heads move slowly.
+    marks_every: int = 5
+    #: "drop" (default), "keep" (copied unchanged) or "disguise" (pitch and formants shifted by a
+    #: random factor, with vibrato: reduces, does not remove, the risk of voice identification).
+    audio: str = "drop"
+    #: Deprecated alias of ``audio="keep"`` (kept for API compatibility).
     keep_audio: bool = False
     #: Encoder preset (see ``anonymize.video.QUALITY``) and raw overrides.
     quality: str = "balanced"
@@ -50,6 +64,19 @@ class Options:
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        marks = self.marks.split(",") if isinstance(self.marks, str) else list(self.marks)
+        marks = tuple(dict.fromkeys(m.strip().lower() for m in marks if m.strip()))
+        unknown = [m for m in marks if m not in MARKS]
+        if unknown or not marks:
+            raise ValueError(f"marks must be a non-empty subset of {','.join(MARKS)}; got {self.marks!r}")
+        object.__setattr__(self, "marks", marks)
+        if self.keep_audio and self.audio == "drop":
+            object.__setattr__(self, "audio", "keep")
+        if self.audio not in AUDIO:
+            raise ValueError(f"audio must be one of {AUDIO}")
+        object.__setattr__(self, "keep_audio", self.audio == "keep")
+        if self.marks_every < 1:
+            raise ValueError("marks_every must be >= 1")
         if self.on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}")
         if self.mask_shape not in MASK_SHAPES:
@@ -69,7 +96,11 @@ class Options:
         unknown = set(changes) - known
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        if changes.get("audio") is not None and "keep_audio" not in changes:
+            changes["keep_audio"] = False  # a new audio policy replaces the old alias
         return replace(self, **{k: v for k, v in changes.items() if v is not None or k in ("crf", "preset", "seed")})
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["marks"] = ",".join(self.marks)
+        return d

@@ -18,8 +18,8 @@ import numpy as np
 
 from .atomic import atomic_output
 from .config import Options
-from .detectors import create as create_detector
-from .errors import AnonymizeError, DetectError
+from .detectors import DETECTORS, Detector, create as create_detector
+from .errors import AnonymizeError, DetectError, ModelError
 from .ffmpeg_tools import Probe, probe
 from .masks import create_mask, head_boxes
 from .photo import read_photo, write_photo
@@ -39,33 +39,56 @@ _TECHNICAL_TAGS = {"major_brand", "minor_version", "compatible_brands", "handler
                    "duration", "DURATION", "_STATISTICS_TAGS", "BPS", "NUMBER_OF_FRAMES", "NUMBER_OF_BYTES"}
 
 
+#: The detector (registry name) that finds each mark other than faces. Plates are found as text:
+#: no plate detector with a permissive licence ships its weights, and a plate is legible text.
+MARK_DETECTORS = {"heads": "head", "persons": "person", "plates": "text", "text": "text"}
+#: Region kinds drawn as whole boxes whatever ``mask_shape`` says: an ellipse inscribed in a text
+#: line's box would leave its ends legible, and a person box is already loose.
+BOX_KINDS = ("text", "person", "frame")
+
+
 class Engine:
-    """Detector and mask, built once and reused for every file of a run."""
+    """Detectors and mask, built once and reused for every file of a run."""
 
     def __init__(self, options: Options):
         self.options = options
-        self.detector = create_detector(options.detector, threshold=options.threshold, scale=options.detect_scale,
-                                        threads=options.threads)
+        self.detector = None
+        if "faces" in options.marks:
+            self.detector = create_detector(options.detector, threshold=options.threshold,
+                                            scale=options.detect_scale, threads=options.threads)
         # cheap pass for the frames between full detections (video with detect_every > 1)
         self.between = None
-        if options.detect_every > 1 and options.between_scale > 0:
+        if self.detector is not None and options.detect_every > 1 and options.between_scale > 0:
             self.between = create_detector(options.detector, threshold=options.threshold,
                                            scale=options.detect_scale * options.between_scale, threads=options.threads)
+        #: detectors of the other marks, by registry name (one text detector serves plates and text)
+        self.mark_detectors: dict[str, Detector] = {}
+        for mark in options.marks:
+            name = MARK_DETECTORS.get(mark)
+            if name is None or name in self.mark_detectors:
+                continue
+            if name not in DETECTORS:
+                raise ModelError(f"--marks {mark}: the {name!r} detector is not installed")
+            self.mark_detectors[name] = create_detector(name, threads=options.threads)
         self.mask = create_mask(options.mask, seed=options.seed)
 
     def models(self) -> list[dict]:
-        return self.detector.models()
+        found = self.detector.models() if self.detector else []
+        for det in self.mark_detectors.values():
+            found += [m for m in det.models() if m not in found]
+        return found
 
-    def detect(self, image: np.ndarray, full: bool = True) -> Regions:
-        """Detect on one frame (``full=False``: the cheap between-frames pass, or nothing).
+    def detect(self, image: np.ndarray, full: bool = True, marks: bool = True) -> Regions:
+        """Detect on one frame: faces (``full=False``: the cheap between-frames pass, or nothing)
+        and, when ``marks``, the other marks.
 
         With ``on_error="mask-frame"`` a failure masks the whole frame.
         """
-        detector = self.detector if full else self.between
-        if detector is None:
-            return Regions.empty()
+        detectors = [self.detector if full else self.between]
+        if marks:
+            detectors += list(self.mark_detectors.values())
         try:
-            return detector.detect(image)
+            return Regions.merge([d.detect(image) for d in detectors if d is not None])
         except Exception as exc:  # any detector failure must fail closed
             if self.options.on_error != "mask-frame":
                 raise DetectError(f"detection failed: {exc!r}") from exc
@@ -74,7 +97,7 @@ class Engine:
             return Regions(np.array([[0, 0, w, h]], np.float32), kinds=["frame"])
 
     def mask_regions(self, regions: Regions, width: int, height: int) -> Regions:
-        """Face boxes -> the head-sized regions that get masked.
+        """Detected boxes -> the regions that get masked (faces grow to head size).
 
         Boxes are *not* clipped to the frame: an ellipse redrawn inside a clipped box would be
         smaller than the true one and leave part of an edge face visible. The masks clip while
@@ -85,12 +108,20 @@ class Engine:
         inside = (b[:, 2] > 0) & (b[:, 3] > 0) & (b[:, 0] < width) & (b[:, 1] < height)
         return heads[inside]
 
+    def shapes(self, masked: Regions) -> np.ndarray:
+        """How each region is drawn: ``mask_shape`` for faces and heads, a box for the rest."""
+        boxed = np.isin(masked.kinds.astype(str), BOX_KINDS)
+        return np.where(boxed, "box", self.options.mask_shape).astype(object)
+
     def apply(self, image: np.ndarray, masked: Regions) -> np.ndarray:
-        shape = self.options.mask_shape
-        whole = masked[masked.kinds == "frame"]
-        if len(whole):
-            self.mask.apply(image, whole, shape="box")
-        return self.mask.apply(image, masked[masked.kinds != "frame"], shape=shape)
+        """Mask ``masked`` in ``image`` (in place): whole boxes first, then the shaped regions."""
+        shapes = self.shapes(masked)
+        boxes = shapes == "box"
+        if boxes.any():
+            self.mask.apply(image, masked[boxes], shape="box")
+        if (~boxes).any():
+            self.mask.apply(image, masked[~boxes], shape=self.options.mask_shape)
+        return image
 
 
 def process_photo(src: Path, dst: Path, engine: Engine, report: FileReport) -> None:
@@ -101,18 +132,22 @@ def process_photo(src: Path, dst: Path, engine: Engine, report: FileReport) -> N
     write_photo(image, dst, info)
     report.width, report.height = w, h
     report.removed = list(info.removed)
-    report.add_frame(0, 0.0, masked, engine.options.mask_shape)
+    report.add_frame(0, 0.0, masked, engine.shapes(masked))
 
 
-def removed_from_video(p: Probe, keep_audio: bool) -> list[str]:
-    """Kinds of identifying data in a video that the output will not carry."""
+def removed_from_video(p: Probe, audio: str) -> list[str]:
+    """Kinds of identifying data in a video that the output will not carry (``audio``: the policy)."""
     removed = sorted({f"tag:{k}" for k in p.format_tags if k not in _TECHNICAL_TAGS})
     for s in p.streams:
         removed += sorted({f"stream{s.index}:tag:{k}" for k in s.tags if k not in _TECHNICAL_TAGS})
         if s.kind in ("subtitle", "data", "attachment") or s.attached_pic:
             removed.append(f"stream{s.index}:{'cover picture' if s.attached_pic else s.kind} ({s.codec})")
-        if s.kind == "audio" and not keep_audio:
-            removed.append(f"stream{s.index}:audio ({s.codec})")
+        if s.kind == "audio" and audio != "keep":
+            first = s is p.audio[0]
+            if audio == "disguise" and first:
+                removed.append(f"stream{s.index}:voices (audio disguised)")
+            else:
+                removed.append(f"stream{s.index}:audio ({s.codec})")
     if p.chapters:
         removed.append(f"chapters ({p.chapters})")
     return removed
@@ -127,13 +162,14 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
     fps = float(info.video.fps or 30)
     settings = TrackerSettings.from_seconds(fps, opts.hold_before, opts.hold_after, opts.max_gap)
     # a track must survive the frames on which no detection runs
-    settings = replace(settings, max_gap=max(settings.max_gap, 2 * opts.detect_every),
-                       hold_after=max(settings.hold_after, opts.detect_every))
+    every = max(opts.detect_every, opts.marks_every if engine.mark_detectors else 1)
+    settings = replace(settings, max_gap=max(settings.max_gap, 2 * every), hold_after=max(settings.hold_after, every))
     tracker: Tracker[Frame] = Tracker(settings)
     decoder = VideoDecoder(src, info, threads=opts.ffmpeg_threads)
-    settings = EncodeSettings(opts.quality, opts.crf, opts.preset, opts.keep_audio, threads=opts.ffmpeg_threads)
-    report.audio = "none" if not info.audio else ("kept" if opts.keep_audio else "dropped")
-    report.removed = removed_from_video(info, opts.keep_audio)
+    settings = EncodeSettings(opts.quality, opts.crf, opts.preset, opts.audio, threads=opts.ffmpeg_threads,
+                              seed=opts.seed)
+    report.audio = "none" if not info.audio else {"keep": "kept", "drop": "dropped", "disguise": "disguised"}[opts.audio]
+    report.removed = removed_from_video(info, opts.audio)
 
     stop = threading.Event()
     decoded: queue.Queue = queue.Queue(_QUEUE_FRAMES)
@@ -178,7 +214,7 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
                     report.width, report.height = w, h
                 masked = engine.mask_regions(regions, w, h)
                 engine.apply(item.image, masked)
-                report.add_frame(item.index, item.pts, masked, opts.mask_shape)
+                report.add_frame(item.index, item.pts, masked, engine.shapes(masked))
                 if not _put(masked_q, item, stop):
                     break
                 if on_frame:
@@ -204,8 +240,10 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
 
 def _tracked(tracker: Tracker, frames: Iterator[Frame], engine: Engine) -> Iterator[tuple[Frame, Regions]]:
     schedule = DetectionSchedule(engine.options.detect_every)
+    marks = DetectionSchedule(engine.options.marks_every)
     for frame in frames:
-        detections = engine.detect(frame.image, full=schedule.due(frame.image))
+        detections = engine.detect(frame.image, full=schedule.due(frame.image),
+                                   marks=bool(engine.mark_detectors) and marks.due(frame.image))
         yield from tracker.push(frame, detections)
     yield from tracker.flush()
 

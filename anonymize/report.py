@@ -5,10 +5,10 @@ Schema (version 1, stable; other tools read it)::
     {"schema": 1, "tool": "anonymize", "version": "...", "settings": {...}, "models": [...],
      "files": [{"input": str, "output": str, "kind": "video"|"photo", "status": "ok"|"failed"|"skipped"|"copied",
                 "error": str|null, "width": int, "height": int, "frame_count": int,
-                "audio": "dropped"|"kept"|"none", "removed": [str, ...],
+                "audio": "dropped"|"kept"|"disguised"|"none", "removed": [str, ...],
                 "frames": [{"index": i, "pts": seconds, "regions": [
                     {"x": .., "y": .., "w": .., "h": .., "shape": "ellipse"|"box",
-                     "kind": "face", "score": .., "source": "detected"|"tracked"|"held"}]}]}]}
+                     "kind": "face"|"head"|"person"|"text"|"frame", "score": .., "source": "detected"|"tracked"|"held"}]}]}]}
 
 ``skipped``: already done by an earlier run of the same batch (manifest); ``copied``: a non-media
 file copied verbatim with ``--copy-other``. Region coordinates are the masked area in output pixels; a region at the frame's edge may extend
@@ -22,7 +22,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from .regions import Regions
 
@@ -47,17 +47,18 @@ class FileReport:
     seconds: float = 0.0
     _spool: tempfile.SpooledTemporaryFile | None = field(default=None, repr=False)
 
-    def add_frame(self, index: int, pts: float, regions: Regions, shape: str) -> None:
-        """Record the regions masked in one output frame."""
+    def add_frame(self, index: int, pts: float, regions: Regions, shape: str | Sequence[str]) -> None:
+        """Record the regions masked in one output frame (``shape``: one for all, or one per region)."""
+        shapes = [shape] * len(regions) if isinstance(shape, str) else list(shape)
         if self._spool is None:
             self._spool = tempfile.SpooledTemporaryFile(max_size=4 << 20, mode="w+")
         self.frame_count += 1
         self.region_count += len(regions)
         rec = {"index": index, "pts": round(pts, 6), "regions": [
             {"x": round(float(b[0]), 1), "y": round(float(b[1]), 1), "w": round(float(b[2] - b[0]), 1),
-             "h": round(float(b[3] - b[1]), 1), "shape": shape, "kind": str(k), "score": round(float(s), 3),
+             "h": round(float(b[3] - b[1]), 1), "shape": str(sh), "kind": str(k), "score": round(float(s), 3),
              "source": str(src)}
-            for b, k, s, src in zip(regions.boxes, regions.kinds, regions.scores, regions.sources)]}
+            for b, k, s, src, sh in zip(regions.boxes, regions.kinds, regions.scores, regions.sources, shapes)]}
         self._spool.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
     def frames(self) -> Iterator[dict]:

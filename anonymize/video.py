@@ -132,8 +132,39 @@ class EncodeSettings:
     quality: str = "balanced"
     crf: int | None = None
     preset: str | None = None
-    keep_audio: bool = False
+    #: "drop", "keep" (copied unchanged) or "disguise" (see :func:`disguise_voice`).
+    audio: str = "drop"
     threads: int = 0
+    #: Seed of the disguise's random pitch factor (None: fresh each file).
+    seed: int | None = None
+
+
+#: Pitch/formant factors of the voice disguise are drawn from these ranges (down or up by
+#: roughly 3-5 semitones): far enough to change how a voice sounds, close enough to stay intelligible.
+DISGUISE_FACTORS = ((0.74, 0.84), (1.19, 1.34))
+
+
+def disguise_voice(audio, seed: int | None = None):
+    """ffmpeg filter chain that disguises voices in an audio stream (ffmpeg-python node in, node out).
+
+    Resampling at a changed rate (``asetrate``) moves pitch *and* formants (the vocal tract's
+    resonances, which carry much of a voice's identity) by one factor; ``atempo`` restores the
+    duration. The factor is drawn at random per file, so it is not a known constant to invert,
+    and a slow vibrato makes the shift vary in time. A band-pass to the telephone band drops
+    the lowest and highest parts of the spectrum. This *reduces* the chance that a listener or a
+    speaker-recognition system identifies a voice; it does not remove it (words, accent, rhythm
+    and background sounds survive): drop the audio when in doubt.
+    """
+    rng = np.random.default_rng(seed)
+    low, high = DISGUISE_FACTORS[int(rng.integers(2))]
+    factor = float(rng.uniform(low, high))
+    rate = 48000
+    return (audio.filter("aresample", rate)
+            .filter("asetrate", round(rate * factor))
+            .filter("aresample", rate)
+            .filter("atempo", round(1 / factor, 6))
+            .filter("vibrato", f=round(float(rng.uniform(4, 7)), 2), d=0.15)
+            .filter("highpass", f=250).filter("lowpass", f=3800))
 
 
 class VideoEncoder:
@@ -141,7 +172,8 @@ class VideoEncoder:
 
     Everything identifying is dropped: container and stream tags, chapters, data and subtitle
     tracks, cover pictures, encoder strings and x264's settings SEI. Audio is dropped unless
-    ``keep_audio``, then copied unchanged from ``source``.
+    ``settings.audio`` is "keep" (copied unchanged from ``source``) or "disguise" (re-encoded
+    through :func:`disguise_voice`).
     """
 
     def __init__(self, out_path: Path, source: Path, probe: Probe, width: int, height: int,
@@ -172,9 +204,14 @@ class VideoEncoder:
                 params[name] = color[key]
         streams[0] = (streams[0].filter("scale", out_color_matrix=color_matrix(probe), out_range="tv")
                       .filter("format", "yuv420p").filter("setparams", **params))
-        if settings.keep_audio and probe.audio:
+        if settings.audio == "keep" and probe.audio:
             streams.append(ffmpeg.input(str(source))["a"])
             opts["c:a"] = "libopus" if codec == "vp9" else "copy"
+            opts["flags:a"] = "+bitexact"
+        elif settings.audio == "disguise" and probe.audio:  # the first audio track only
+            streams.append(disguise_voice(ffmpeg.input(str(source))["a:0"], settings.seed))
+            opts["c:a"] = "libopus" if codec == "vp9" else "aac"
+            opts["b:a"] = "128k"
             opts["flags:a"] = "+bitexact"
         if self.out_path.suffix.lower() in (".mp4", ".m4v", ".mov"):
             opts["movflags"] = "+faststart"

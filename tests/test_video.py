@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from anonymize import Anonymizer, DecodeError, InputError
 from anonymize.cli import main as cli_main
-from anonymize.ffmpeg_tools import probe
+from anonymize.ffmpeg_tools import ffmpeg_exe, probe
 
 from .conftest import decode_frames, face_clip, ff, ffmpeg_info, packet_crcs, packet_times
 
@@ -269,3 +270,42 @@ def test_sparse_detection_still_masks_every_frame(tmp_path, between_scale):
         assert "detected" in sources and "tracked" in sources
     else:  # the large face is found by the cheap pass on every frame
         assert all(any(r["source"] == "detected" for r in f["regions"]) for f in frames)
+
+
+def _dominant_hz(path: Path) -> tuple[float, float]:
+    """(dominant frequency, duration in seconds) of a file's first audio track, decoded by ffmpeg."""
+    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", "48000",
+                          "-f", "f32le", "-"], capture_output=True, check=True).stdout
+    pcm = np.frombuffer(raw, np.float32)
+    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
+    return float(np.fft.rfftfreq(len(pcm), 1 / 48000)[spectrum.argmax()]), len(pcm) / 48000
+
+
+def test_audio_disguise_shifts_the_voice_and_keeps_duration(tmp_path):
+    src = face_clip(tmp_path, seconds=2.0)  # 440 Hz tone
+    out = tmp_path / "disguised.mp4"
+    rep = Anonymizer(seed=3, audio="disguise").file(src, out)
+    assert rep.audio == "disguised"
+    assert any("voices" in r for r in rep.removed)
+    hz_in, dur_in = _dominant_hz(src)
+    hz_out, dur_out = _dominant_hz(out)
+    assert abs(hz_in - 440) < 5
+    ratio = hz_out / hz_in
+    assert 0.72 < ratio < 0.86 or 1.17 < ratio < 1.36, ratio  # shifted by one of the disguise factors
+    assert abs(dur_out - dur_in) < 0.15  # tempo restored, still in sync with the video
+    assert abs(packet_times(out, "a:0")[0] - packet_times(out, "v:0")[0]) < 0.1
+    # the factor is drawn per file: two seeds give two different voices
+    other = tmp_path / "other.mp4"
+    Anonymizer(seed=4, audio="disguise").file(src, other)
+    assert abs(_dominant_hz(other)[0] - hz_out) > 3
+
+
+def test_audio_policy_options():
+    from anonymize.config import Options
+
+    assert Options().audio == "drop" and not Options().keep_audio
+    assert Options(keep_audio=True).audio == "keep"
+    assert Options(keep_audio=True).updated(audio="disguise").audio == "disguise"
+    assert Options(audio="keep").updated(audio="drop").audio == "drop"
+    with pytest.raises(ValueError):
+        Options(audio="mute")
