@@ -1,6 +1,8 @@
 """Detectors behind one interface, looked up by name in :data:`DETECTORS`."""
 from .base import DETECTORS, Detector, register
 from . import centerface, tta  # noqa: F401  (register "centerface", "centerface-tta")
+from . import person  # noqa: F401  (register "person", "head": SSDLite pedestrian detector)
+from . import text  # noqa: F401  (register "text": PP-OCR text/plate detection)
 
 __all__ = ["DETECTORS", "Detector", "register", "create"]
 
