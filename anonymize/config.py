@@ -41,7 +41,7 @@ class Options:
     #: Longest detection gap (seconds) bridged by interpolation within one track.
     max_gap: float = 0.5
     #: What to mask, a subset of :data:`MARKS` (a tuple, or a comma-separated string).
-    marks: tuple[str, ...] = ("faces",)
+    marks: tuple[str, ...] = ("faces", "heads", "plates", "text")
     #: Video: run the detectors of marks other than faces on every N-th frame (and scene cuts);
     #: the tracker holds and interpolates their masks between. Text and heads move slowly.
     marks_every: int = 5

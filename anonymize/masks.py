@@ -65,6 +65,31 @@ def head_boxes(regions: Regions, scale: float = 1.3, lift: float = 0.1) -> Regio
     return regions.with_(boxes=np.where(faces[:, None], grown, b))
 
 
+def reach_edges(regions: Regions, width: int, height: int, near: float = 0.5) -> Regions:
+    """Grow face regions that end near a frame edge outward, past that edge, by ``near`` of their size.
+
+    A face cut by the frame edge (entering, leaving, or simply at the border) is only partly
+    visible, and the detector's box covers the visible part poorly: it is small, lags behind the
+    motion, and its ellipse leaves the part next to the edge unmasked. When the gap between a face
+    region and an edge is less than ``near`` times the region's size on that axis, the region is
+    extended by that much beyond the edge; the part outside the frame masks nothing, the part
+    inside covers the face up to the border. Other kinds pass unchanged.
+    """
+    faces = regions.kinds == "face"
+    if not faces.any():
+        return regions
+    b = regions.boxes.astype(np.float64).copy()
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    grow_x, grow_y = near * w, near * h
+    left, top = faces & (b[:, 0] < grow_x), faces & (b[:, 1] < grow_y)
+    right, bottom = faces & (width - b[:, 2] < grow_x), faces & (height - b[:, 3] < grow_y)
+    b[left, 0] -= grow_x[left]
+    b[top, 1] -= grow_y[top]
+    b[right, 2] += grow_x[right]
+    b[bottom, 3] += grow_y[bottom]
+    return regions.with_(boxes=b)
+
+
 def _pixel_window(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
     """Integer pixel range ``(x0, y0, x1, y1)`` touched by ``box``, clipped to the frame; None if empty."""
     x1, y1, x2, y2 = (float(v) for v in box)

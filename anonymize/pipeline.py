@@ -21,7 +21,7 @@ from .config import Options
 from .detectors import DETECTORS, Detector, create as create_detector
 from .errors import AnonymizeError, DetectError, ModelError
 from .ffmpeg_tools import Probe, probe
-from .masks import create_mask, head_boxes
+from .masks import create_mask, head_boxes, reach_edges
 from .photo import read_photo, write_photo
 from .regions import Regions
 from .report import FileReport
@@ -97,13 +97,14 @@ class Engine:
             return Regions(np.array([[0, 0, w, h]], np.float32), kinds=["frame"])
 
     def mask_regions(self, regions: Regions, width: int, height: int) -> Regions:
-        """Detected boxes -> the regions that get masked (faces grow to head size).
+        """Detected boxes -> the regions that get masked (faces grow to head size, and past the
+        frame edge when they are cut by it: :func:`~anonymize.masks.reach_edges`).
 
         Boxes are *not* clipped to the frame: an ellipse redrawn inside a clipped box would be
         smaller than the true one and leave part of an edge face visible. The masks clip while
         drawing; regions wholly outside the frame are dropped.
         """
-        heads = head_boxes(regions, self.options.mask_scale)
+        heads = reach_edges(head_boxes(regions, self.options.mask_scale), width, height)
         b = heads.boxes
         inside = (b[:, 2] > 0) & (b[:, 3] > 0) & (b[:, 0] < width) & (b[:, 1] < height)
         return heads[inside]

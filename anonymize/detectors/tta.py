@@ -6,7 +6,10 @@ mirrored (``flip``), or cut into ``tiles`` x ``tiles`` overlapping tiles enlarge
 at least ``threshold``, so the result finds everything any single pass finds; boxes of different
 passes overlapping by IoU > ``fuse_iou`` are one face and are fused into one box (:mod:`.fusion`).
 Optionally ``vote`` adds faces that no pass scores as high as ``threshold`` but that at least two
-passes see at ``vote`` or more.
+passes see at ``vote`` or more; with ``vote_sum`` the passes' scores are added up instead (one
+strong look or several weak ones), and ``tall`` lets tall faces through at a lower sum.
+
+:data:`PHOTO` is the setting measured for photos (bench/detector_recall.py on WIDER crowd photos).
 """
 from __future__ import annotations
 
@@ -17,6 +20,15 @@ from ..regions import Regions
 from .base import register
 from .centerface import CenterFace
 from .fusion import MODES, contained, fuse, group
+
+#: The photo setting (kwargs of :class:`CenterFaceTTA`, threshold included): the frame and its
+#: mirror image at 1x and the frame at 1.5x (~1 s per 1080p photo on 2 threads). A face is kept when
+#: one look scores it >= 0.3, or when the looks' scores (each look's best box of that face, boxes
+#: from 0.04 up) add up to >= 0.25, or to >= 0.18 for a face >= 28 px tall (large false
+#: positives are rare; large faces the network scores low are not). Measured on two disjoint slices
+#: of 151 WIDER photos each, see the table in the report / bench/detector_recall.py --preset photo.
+PHOTO = {"threshold": 0.3, "scales": (1.0, 1.5), "flip": (1.0,), "pad": 2.0, "vote": 0.04, "vote_sum": 0.25,
+         "tall": (28.0, 0.18)}
 
 
 def tile_windows(h: int, w: int, n: int, overlap: float) -> list[tuple[int, int, int, int]]:
@@ -46,31 +58,44 @@ class CenterFaceTTA(CenterFace):
         threshold, scale, threads, nms_iou, pad: as :class:`CenterFace`; ``scale`` multiplies
             every pass's own scale, and ``pad`` is applied once, to the fused boxes.
         scales: whole-frame passes, as resize factors (e.g. ``(1.0, 0.5)``).
-        flip: also run each whole-frame pass on the mirrored frame.
+        flip: also run each whole-frame pass on the mirrored frame; or a tuple of the scales
+            whose pass is also run mirrored (e.g. ``(1.0,)``).
         tiles: 0 for none, else ``tiles`` x ``tiles`` overlapping tiles, each enlarged by
             ``tile_scale``; ``tile_overlap`` is the shared strip, as a fraction of the frame side.
         fuse_iou, fusion: boxes overlapping by more are one face; ``fusion`` is how their boxes
             merge (``"wbf"``, ``"union"`` or ``"best"``, see :func:`~.fusion.fuse`).
         vote: if set, a face below ``threshold`` in every pass is still kept when at least two
-            passes score it ``vote`` or more.
+            passes score it ``vote`` or more (boxes scoring less are not looked at).
+        vote_sum: with ``vote``: instead of two passes, keep a face when the best scores that the
+            passes give it (each at least ``vote``) add up to ``vote_sum`` or more.
+        tall: with ``vote``, (height, sum): a face whose tallest box is at least ``height`` frame
+            pixels is also kept when its pass scores add up to ``sum``.
     """
 
     def __init__(self, threshold: float = 0.2, scale: float = 1.0, threads: int = 0, nms_iou: float = 0.3,
                  pad: float = 2.0, scales: tuple[float, ...] = (1.0,), flip: bool = True, tiles: int = 0,
                  tile_scale: float = 1.5, tile_overlap: float = 0.1, fuse_iou: float = 0.5,
-                 fusion: str = "wbf", vote: float | None = None) -> None:
+                 fusion: str = "wbf", vote: float | None = None, vote_sum: float | None = None,
+                 tall: tuple[float, float] | None = None) -> None:
         if not scales and not tiles:
             raise ValueError("need at least one pass (scales or tiles)")
         if any(s <= 0 for s in scales) or tile_scale <= 0 or not 0 <= tile_overlap < 1:
             raise ValueError("pass scales must be > 0 and tile_overlap in [0, 1)")
         if vote is not None and not 0 < vote <= threshold:
             raise ValueError("vote must be in (0, threshold]")
+        if (vote_sum is not None or tall is not None) and vote is None:
+            raise ValueError("vote_sum and tall need vote (the lowest score looked at)")
+        if vote_sum is not None and vote_sum <= 0 or tall is not None and (len(tall) != 2 or min(tall) <= 0):
+            raise ValueError("vote_sum must be > 0 and tall a (height, sum) pair of positive numbers")
         if fusion not in MODES:
             raise ValueError(f"fusion must be one of {MODES}, got {fusion!r}")
         super().__init__(threshold=threshold, scale=scale, threads=threads, nms_iou=nms_iou, pad=pad)
-        self.scales, self.flip, self.tiles = tuple(float(s) for s in scales), bool(flip), int(tiles)
+        self.scales, self.tiles = tuple(float(s) for s in scales), int(tiles)
+        self.flip = bool(flip) if isinstance(flip, (bool, int)) else tuple(float(s) for s in flip)
         self.tile_scale, self.tile_overlap = float(tile_scale), float(tile_overlap)
         self.fuse_iou, self.fusion, self.vote = float(fuse_iou), fusion, vote
+        self.vote_sum = None if vote_sum is None else float(vote_sum)
+        self.tall = None if tall is None else (float(tall[0]), float(tall[1]))
 
     def passes(self, frame: np.ndarray, low: float):
         """Yield each pass's (boxes, scores) in frame pixels, scores above ``low``."""
@@ -78,7 +103,7 @@ class CenterFaceTTA(CenterFace):
         mirrored = cv2.flip(frame, 1) if self.flip else None
         for s in self.scales:
             yield self.boxes_at(frame, s * self.scale, low)
-            if mirrored is not None:
+            if mirrored is not None and (self.flip is True or s in self.flip):
                 b, sc = self.boxes_at(mirrored, s * self.scale, low)
                 yield np.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], axis=1), sc
         if self.tiles:
@@ -117,11 +142,19 @@ class CenterFaceTTA(CenterFace):
         return self._regions(boxes, scores, h, w)
 
     def _voted(self, boxes: np.ndarray, scores: np.ndarray, pass_ids: np.ndarray) -> np.ndarray:
-        """Mask of boxes in groups with a box >= threshold or seen by at least two passes."""
+        """Mask of boxes in groups (one face) kept by the vote: a box >= threshold, or seen by at
+        least two passes (or, with ``vote_sum`` / ``tall``, the passes' best scores adding up)."""
         labels = group(boxes, scores, self.fuse_iou)
         n = int(labels.max()) + 1
-        strong = np.zeros(n, bool)
-        np.logical_or.at(strong, labels, scores >= self.threshold)
-        seen = np.zeros((n, int(pass_ids.max()) + 1), bool)
-        seen[labels, pass_ids] = True
-        return (strong | (seen.sum(axis=1) >= 2))[labels]
+        best = np.zeros((n, int(pass_ids.max()) + 1))  # each pass's best score of each face
+        np.maximum.at(best, (labels, pass_ids), scores)
+        keep = best.max(axis=1) >= self.threshold
+        if self.vote_sum is None:
+            keep |= (best > 0).sum(axis=1) >= 2
+        else:
+            keep |= best.sum(axis=1) >= self.vote_sum
+        if self.tall is not None:
+            height = np.zeros(n)
+            np.maximum.at(height, labels, boxes[:, 3] - boxes[:, 1])
+            keep |= (height >= self.tall[0]) & (best.sum(axis=1) >= self.tall[1])
+        return keep[labels]
