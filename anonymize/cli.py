@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default=D.detector,
                    help=f"face detector: centerface, or centerface-tta (flip/scale/tile passes fused: "
                         f"slower, for photos) (default {D.detector})")
+    p.add_argument("--photo-detector", default=D.photo_detector,
+                   help=f"face detector for photos (default {D.photo_detector}: flipped and padded passes fused)")
     p.add_argument("--threshold", type=float, default=D.threshold,
                    help=f"detection threshold; lower masks more (default {D.threshold})")
     p.add_argument("--detect-scale", type=float, default=D.detect_scale,
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("--jobs must be >= 0")
         options = Options().updated(
             mask=args.mask, mask_scale=args.mask_scale, mask_shape=args.mask_shape, threshold=args.threshold,
-            detector=args.detector, detect_scale=args.detect_scale, detect_every=args.detect_every, between_scale=args.between_scale,
+            detector=args.detector, photo_detector=args.photo_detector, detect_scale=args.detect_scale, detect_every=args.detect_every, between_scale=args.between_scale,
             hold_before=args.hold_before, hold_after=args.hold_after,
             audio="keep" if args.keep_audio else args.audio, marks=args.marks, marks_every=args.marks_every,
             quality=args.quality, crf=args.crf, preset=args.preset, on_error=args.on_error, threads=args.threads)

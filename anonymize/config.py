@@ -20,6 +20,9 @@ class Options:
 
     #: Face detector (see ``anonymize.detectors.DETECTORS``).
     detector: str = "centerface"
+    #: Face detector for photos: a photo is one frame with no tracker to catch a miss, and the
+    #: time budget allows several passes, so the default fuses flipped/padded passes.
+    photo_detector: str = "centerface-tta"
     #: Detection score threshold; lower finds more faces and masks a little more background.
     threshold: float = 0.1
     #: Resize factor applied before detection (1.0 = full resolution).

@@ -71,6 +71,17 @@ class Engine:
                 raise ModelError(f"--marks {mark}: the {name!r} detector is not installed")
             self.mark_detectors[name] = create_detector(name, threads=options.threads)
         self.mask = create_mask(options.mask, seed=options.seed)
+        self._photo_detector: Detector | None = None
+
+    @property
+    def photo_detector(self) -> Detector | None:
+        """The face detector for photos (built on first use: a video-only batch never pays for it)."""
+        if self.detector is None or self.options.photo_detector == self.options.detector:
+            return self.detector
+        if self._photo_detector is None:
+            self._photo_detector = create_detector(self.options.photo_detector, threshold=self.options.threshold,
+                                                   scale=self.options.detect_scale, threads=self.options.threads)
+        return self._photo_detector
 
     def models(self) -> list[dict]:
         found = self.detector.models() if self.detector else []
@@ -78,13 +89,13 @@ class Engine:
             found += [m for m in det.models() if m not in found]
         return found
 
-    def detect(self, image: np.ndarray, full: bool = True, marks: bool = True) -> Regions:
-        """Detect on one frame: faces (``full=False``: the cheap between-frames pass, or nothing)
-        and, when ``marks``, the other marks.
+    def detect(self, image: np.ndarray, full: bool = True, marks: bool = True, photo: bool = False) -> Regions:
+        """Detect on one frame: faces (``full=False``: the cheap between-frames pass, or nothing;
+        ``photo``: with the photo detector) and, when ``marks``, the other marks.
 
         With ``on_error="mask-frame"`` a failure masks the whole frame.
         """
-        detectors = [self.detector if full else self.between]
+        detectors = [self.photo_detector if photo else self.detector if full else self.between]
         if marks:
             detectors += list(self.mark_detectors.values())
         try:
@@ -128,7 +139,7 @@ class Engine:
 def process_photo(src: Path, dst: Path, engine: Engine, report: FileReport) -> None:
     image, info = read_photo(src)
     h, w = image.shape[:2]
-    masked = engine.mask_regions(engine.detect(image), w, h)
+    masked = engine.mask_regions(engine.detect(image, photo=True), w, h)
     engine.apply(image, masked)
     write_photo(image, dst, info)
     report.width, report.height = w, h

@@ -9,7 +9,8 @@ Rows (medians over ``--runs``):
 
 * ``ffmpeg`` - the floor: a bare transcode at exactly our encoder settings (libx264, the
   ``balanced`` preset's x264 preset and CRF, video only, since we drop audio by default);
-* ``anonymize`` - our CLI at its defaults (``anonymize IN -o OUT -q``);
+* ``anonymize`` - our CLI at its defaults (``anonymize IN -o OUT -q``; marks faces,heads,plates,text);
+* ``anonymize --marks faces`` - faces only, to price the other default marks (``--no-marks-row``: skip);
 * ``deface`` - deface 1.5.0's CLI with ``--keep-audio`` (its defaults otherwise).
 
 Peak memory is the largest sum of RSS over the process tree (the tool and its ffmpeg children),
@@ -108,7 +109,7 @@ def frame_count(path: Path) -> int:
     return probe(path).estimated_frames() or 0
 
 
-def video_rows(clip: Path, runs: int, deface_runs: int, work: Path) -> list[dict]:
+def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: bool = True) -> list[dict]:
     from anonymize.video import QUALITY
 
     preset, crf = QUALITY["balanced"]
@@ -117,6 +118,9 @@ def video_rows(clip: Path, runs: int, deface_runs: int, work: Path) -> list[dict
         "ffmpeg": ([ffmpeg(), "-v", "error", "-y", "-i", str(clip), "-map", "0:V:0", "-c:v", "libx264",
                     "-preset", preset, "-crf", str(crf), str(work / "ffmpeg.mp4")], runs),
         "anonymize": ([sys.executable, "-m", "anonymize", str(clip), "-o", str(work / "ours.mp4"), "-q"], runs),
+        # the cost of the default marks (heads, plates, text) on top of faces
+        "anonymize --marks faces": ([sys.executable, "-m", "anonymize", str(clip), "-o", str(work / "faces.mp4"),
+                                     "-q", "--marks", "faces"], runs if marks_row else 0),
         "deface": ([str(Path(sys.executable).with_name("deface")), str(clip), "-o", str(work / "deface.mp4"),
                     "--keep-audio"], deface_runs),
     }
@@ -164,10 +168,13 @@ def photo_rows(n: int, work: Path) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| clip | tool | fps | seconds | x bare ffmpeg | deface / this | peak MB |", "|---|---|---|---|---|---|---|"]
+    out = ["| clip | tool | fps | seconds | x bare ffmpeg | deface / this | x faces only | peak MB |",
+           "|---|---|---|---|---|---|---|---|"]
+    faces = {r["clip"]: r["seconds"] for r in rows if r["tool"] == "anonymize --marks faces"}
     for r in rows:
+        ratio = round(r["seconds"] / faces[r["clip"]], 2) if r["clip"] in faces and r["tool"] == "anonymize" else ""
         out.append(f"| {r['clip']} | {r['tool']} | {r['fps']} | {r['seconds']} | {r['x_ffmpeg']} | "
-                   f"{r['deface_x_slower']} | {r['peak_mb']} |")
+                   f"{r['deface_x_slower']} | {ratio} | {r['peak_mb']} |")
     return "\n".join(out)
 
 
@@ -179,13 +186,14 @@ def main() -> None:
     ap.add_argument("--4k", dest="uhd", action="store_true", help="also a 3840x2160 clip (10 s)")
     ap.add_argument("--photos", type=int, default=20)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-marks-row", dest="marks_row", action="store_false")
     a = ap.parse_args()
     print(f"load average before: {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        rows = video_rows(make_clip("1920x1080", a.seconds), a.runs, a.deface_runs, work)
+        rows = video_rows(make_clip("1920x1080", a.seconds), a.runs, a.deface_runs, work, a.marks_row)
         if a.uhd:
-            rows += video_rows(make_clip("3840x2160", 10), a.runs, a.deface_runs, work)
+            rows += video_rows(make_clip("3840x2160", 10), a.runs, a.deface_runs, work, a.marks_row)
         photos = photo_rows(a.photos, work) if a.photos else []
     print(markdown(rows))
     print(f"load average after: {os.getloadavg()}")
