@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"face detector for photos (default {D.photo_detector}: flipped and padded passes fused)")
     p.add_argument("--threshold", type=float, default=D.threshold,
                    help=f"detection threshold; lower masks more (default {D.threshold})")
+    p.add_argument("--pad", type=float, default=D.pad,
+                   help=f"grow every face box by this many detector pixels per side (default {D.pad})")
     p.add_argument("--detect-scale", type=float, default=D.detect_scale,
                    help="resize frames by this factor before detection (default 1.0 = full resolution)")
     p.add_argument("--detect-every", type=int, default=D.detect_every,
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("--jobs must be >= 0")
         options = Options().updated(
             mask=args.mask, mask_scale=args.mask_scale, mask_shape=args.mask_shape, threshold=args.threshold,
-            detector=args.detector, photo_detector=args.photo_detector, detect_scale=args.detect_scale, detect_every=args.detect_every, between_scale=args.between_scale,
+            detector=args.detector, photo_detector=args.photo_detector, pad=args.pad, detect_scale=args.detect_scale, detect_every=args.detect_every, between_scale=args.between_scale,
             hold_before=args.hold_before, hold_after=args.hold_after,
             audio="keep" if args.keep_audio else args.audio, marks=args.marks, marks_every=args.marks_every,
             quality=args.quality, crf=args.crf, preset=args.preset, on_error=args.on_error, threads=args.threads)

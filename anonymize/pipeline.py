@@ -55,12 +55,13 @@ class Engine:
         self.detector = None
         if "faces" in options.marks:
             self.detector = create_detector(options.detector, threshold=options.threshold,
-                                            scale=options.detect_scale, threads=options.threads)
+                                            scale=options.detect_scale, threads=options.threads, pad=options.pad)
         # cheap pass for the frames between full detections (video with detect_every > 1)
         self.between = None
         if self.detector is not None and options.detect_every > 1 and options.between_scale > 0:
             self.between = create_detector(options.detector, threshold=options.threshold,
-                                           scale=options.detect_scale * options.between_scale, threads=options.threads)
+                                           scale=options.detect_scale * options.between_scale, threads=options.threads,
+                                           pad=options.pad)
         #: detectors of the other marks, by registry name (one text detector serves plates and text)
         self.mark_detectors: dict[str, Detector] = {}
         for mark in options.marks:
@@ -79,8 +80,9 @@ class Engine:
         if self.detector is None or self.options.photo_detector == self.options.detector:
             return self.detector
         if self._photo_detector is None:
-            self._photo_detector = create_detector(self.options.photo_detector, threshold=self.options.threshold,
-                                                   scale=self.options.detect_scale, threads=self.options.threads)
+            o = self.options
+            self._photo_detector = create_detector(o.photo_detector, threshold=o.threshold, scale=o.detect_scale,
+                                                   threads=o.threads, pad=o.pad)
         return self._photo_detector
 
     def models(self) -> list[dict]:
