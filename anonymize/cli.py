@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"slower, for photos) (default {D.detector})")
     p.add_argument("--photo-detector", default=D.photo_detector,
                    help=f"face detector for photos (default {D.photo_detector}: flipped and padded passes fused)")
+    p.add_argument("--photo-threshold", type=float,
+                   help="score threshold of the photo detector (default: its measured photo setting)")
     p.add_argument("--threshold", type=float, default=D.threshold,
                    help=f"detection threshold; lower masks more (default {D.threshold})")
     p.add_argument("--pad", type=float, default=D.pad,
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("--jobs must be >= 0")
         options = Options().updated(
             mask=args.mask, mask_scale=args.mask_scale, mask_shape=args.mask_shape, threshold=args.threshold,
-            detector=args.detector, photo_detector=args.photo_detector, pad=args.pad, detect_scale=args.detect_scale, detect_every=args.detect_every, between_scale=args.between_scale,
+            detector=args.detector, photo_detector=args.photo_detector, photo_threshold=args.photo_threshold, pad=args.pad, detect_scale=args.detect_scale, detect_every=args.detect_every, between_scale=args.between_scale,
             hold_before=args.hold_before, hold_after=args.hold_after,
             audio="keep" if args.keep_audio else args.audio, marks=args.marks, marks_every=args.marks_every,
             quality=args.quality, crf=args.crf, preset=args.preset, on_error=args.on_error, threads=args.threads)

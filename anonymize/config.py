@@ -23,6 +23,10 @@ class Options:
     #: Face detector for photos: a photo is one frame with no tracker to catch a miss, and the
     #: time budget allows several passes, so the default fuses flipped/padded passes.
     photo_detector: str = "centerface-tta"
+    #: Score threshold of the photo detector; None: ``centerface-tta`` uses its measured photo
+    #: setting (:data:`anonymize.detectors.tta.PHOTO`, 0.3 with score voting across passes), any
+    #: other detector ``threshold``.
+    photo_threshold: float | None = None
     #: Detection score threshold; lower finds more faces and masks a little more background.
     threshold: float = 0.1
     #: Grow every face box by this many detector-input pixels on each side: boxes of small
@@ -94,6 +98,8 @@ class Options:
             raise ValueError("mask_scale must be >= 1 (masks cover the whole head)")
         if self.detect_every < 1:
             raise ValueError("detect_every must be >= 1")
+        if self.photo_threshold is not None and not 0 < self.photo_threshold < 1:
+            raise ValueError("photo_threshold must be between 0 and 1")
         if self.pad < 0:
             raise ValueError("pad must be >= 0")
         if self.detect_scale <= 0:
@@ -107,7 +113,7 @@ class Options:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
         if changes.get("audio") is not None and "keep_audio" not in changes:
             changes["keep_audio"] = False  # a new audio policy replaces the old alias
-        return replace(self, **{k: v for k, v in changes.items() if v is not None or k in ("crf", "preset", "seed")})
+        return replace(self, **{k: v for k, v in changes.items() if v is not None or k in ("crf", "preset", "seed", "photo_threshold")})
 
     def as_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -19,6 +19,7 @@ import numpy as np
 from .atomic import atomic_output
 from .config import Options
 from .detectors import DETECTORS, Detector, create as create_detector
+from .detectors.tta import PHOTO
 from .errors import AnonymizeError, DetectError, ModelError
 from .ffmpeg_tools import Probe, probe
 from .masks import create_mask, head_boxes, reach_edges
@@ -81,8 +82,12 @@ class Engine:
             return self.detector
         if self._photo_detector is None:
             o = self.options
-            self._photo_detector = create_detector(o.photo_detector, threshold=o.threshold, scale=o.detect_scale,
-                                                   threads=o.threads, pad=o.pad)
+            kwargs = dict(threshold=o.threshold, pad=o.pad)
+            if o.photo_detector == "centerface-tta":
+                kwargs = dict(PHOTO, pad=o.pad)
+            if o.photo_threshold is not None:
+                kwargs["threshold"] = o.photo_threshold
+            self._photo_detector = create_detector(o.photo_detector, scale=o.detect_scale, threads=o.threads, **kwargs)
         return self._photo_detector
 
     def models(self) -> list[dict]:

@@ -23,6 +23,12 @@ Reported:
 Usage::
 
     python bench/audit_recall.py --images 50 [--per-image 3] [--seed 0] [--mask blur] [--against] [--json OUT]
+    python bench/audit_recall.py --seed 1 --cache /tmp/audit-cache      # keep/reuse our pipeline's outputs
+    python bench/audit_recall.py --seed 1 --set threshold=0.3 --set flip=false   # other AuditSettings
+
+``--cache DIR`` (outside the repository: the outputs show the shared photos) keeps each photo's
+output and masked regions there and reuses them on later runs with the same seed and mask, so that
+audit settings can be compared on the same outputs; delete it when the pipeline changes.
 """
 from __future__ import annotations
 
@@ -82,6 +88,9 @@ def main() -> int:
                    help="restore this multiple of the ground-truth box (1.5: the whole head, as a real miss looks)")
     p.add_argument("--against", action="store_true", help="also measure the --against recognition check")
     p.add_argument("--json", type=Path, help="write the figures here")
+    p.add_argument("--cache", type=Path, help="keep and reuse our pipeline's outputs here (outside the repo)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override an AuditSettings field (repeatable)")
     args = p.parse_args()
     if not (EVAL / "tools" / "wider.py").is_file() or not (EVAL / "widerface" / "gt.txt").is_file():
         print(f"audit_recall.py: shared evaluation data not found at {EVAL}; skipped")
@@ -96,16 +105,35 @@ def main() -> int:
     names = random.Random(args.seed).sample(sorted(gt), min(args.images, len(gt)))
     rng = random.Random(args.seed + 1)
     runner = Anonymizer(seed=args.seed, mask=args.mask)
-    auditor = Auditor(AuditSettings(), against=args.against)
+    from dataclasses import fields, replace
+
+    types = {f.name: type(getattr(AuditSettings(), f.name)) for f in fields(AuditSettings)}
+    changes = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        changes[key] = value.lower() in ("1", "true", "yes") if types[key] is bool else types[key](value)
+    settings = replace(AuditSettings(), **changes)
+    auditor = Auditor(settings, against=args.against)
+    keep = args.cache / f"{args.mask}-seed{args.seed}" if args.cache else None
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
     rec32, rec16, masked_flags, clean_counts, leak_hit, leak_false, seconds = [], [], [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="audit-recall-") as tmp:
         for k, name in enumerate(names):
             original = cv2.imread(str(EVAL / "widerface" / "images" / name))
             src, dst = Path(tmp) / f"{k}.png", Path(tmp) / f"{k}.out.png"
-            cv2.imwrite(str(src), original)
-            report = runner.file(src, dst)
-            regions = [(r["x"], r["y"], r["x"] + r["w"], r["y"] + r["h"], r["shape"])
-                       for f in report.frames() for r in f["regions"]]
+            kept = keep / f"{k}.json" if keep else None
+            if kept and kept.is_file() and json.loads(kept.read_text())["name"] == name:
+                dst = keep / f"{k}.out.png"
+                regions = [tuple(r) for r in json.loads(kept.read_text())["regions"]]
+            else:
+                cv2.imwrite(str(src), original)
+                report = runner.file(src, dst)
+                regions = [(r["x"], r["y"], r["x"] + r["w"], r["y"] + r["h"], r["shape"])
+                           for f in report.frames() for r in f["regions"]]
+                if kept:
+                    (keep / f"{k}.out.png").write_bytes(dst.read_bytes())
+                    kept.write_text(json.dumps({"name": name, "regions": regions}))
             cover = [c for _, c in wider.score(gt[name], wider.rasterize(regions, *original.shape[:2]))]
             output = cv2.imread(str(dst))
             candidates = [b for b in gt[name] if b[3] >= 16]
@@ -132,6 +160,7 @@ def main() -> int:
                   f"suspects {len(suspects)}, {seconds[-1]:.1f} s", file=sys.stderr, flush=True)
     figures = {
         "images": len(names), "seed": args.seed, "mask": args.mask, "restore_scale": args.restore_scale,
+        "settings": changes,
         "restored_ge32_flagged": float(np.mean(rec32)) if rec32 else None, "restored_ge32": len(rec32),
         "restored_16_32_flagged": float(np.mean(rec16)) if rec16 else None, "restored_16_32": len(rec16),
         "masked_ge32_flagged": float(np.mean(masked_flags)) if masked_flags else None, "masked_ge32": len(masked_flags),
@@ -140,7 +169,7 @@ def main() -> int:
         "audit_seconds_per_image": float(np.mean(seconds)),
     }
     print(f"\naudit recall on {len(names)} WIDER photos (mask {args.mask}, {args.per_image} faces restored each "
-          f"x{args.restore_scale}, seed {args.seed}; {np.mean(seconds):.1f} s per audited photo)")
+          f"x{args.restore_scale}, seed {args.seed}; {np.mean(seconds):.1f} s per audited photo; settings {changes})")
     print(f"  restored faces >= 32 px flagged : {share(rec32)}   (target >= 95 %)")
     print(f"  restored faces 16-32 px flagged : {share(rec16)}")
     print(f"  masked faces >= 32 px flagged   : {share(masked_flags)}   (false alarms)")

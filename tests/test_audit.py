@@ -147,3 +147,21 @@ def test_missing_extra_says_how_to_install(monkeypatch, tmp_path, capsys):
 def test_bad_paths_are_input_errors(tmp_path):
     assert main([str(tmp_path / "missing.mp4"), "-q"]) == 2
     assert main([str(tmp_path), "-q"]) == 2  # a folder with nothing to audit
+
+
+def test_looks_and_their_agreement(astronaut_bgr):
+    from anonymize.audit import Auditor, AuditSettings, RetinaFaceAudit
+
+    det = RetinaFaceAudit(threshold=0.3, big_scale=3.0, threads=1)
+    looks = det.looks(astronaut_bgr)
+    assert len(looks) == 4  # 2x, 2x mirrored, 1x, 3x
+    assert len(RetinaFaceAudit(threshold=0.3, threads=1).looks(astronaut_bgr)) == 3
+    wide = np.zeros((100, 2000, 3), np.uint8)  # 3x would pass max_side: capped, and no longer "further"
+    assert len(det.looks(wide)) == 3
+    # The astronaut's face is found by every look, so needs no second look; a masked-looking box is dismissed.
+    found, _dismissed = Auditor(AuditSettings(threads=1)).suspects(astronaut_bgr)
+    assert len(found) == 1 and 150 < found.boxes[0, [0, 2]].mean() < 300
+    flat = astronaut_bgr.copy()
+    x1, y1, x2, y2 = found.boxes[0].astype(int)
+    flat[y1:y2, x1:x2] = cv2.GaussianBlur(flat[y1:y2, x1:x2], (0, 0), 12)
+    assert len(Auditor(AuditSettings(threads=1)).suspects(flat)[0]) == 0

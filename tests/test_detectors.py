@@ -11,7 +11,7 @@ import skimage.data
 from anonymize.detectors import DETECTORS, create
 from anonymize.detectors.centerface import CenterFace
 from anonymize.detectors.fusion import MODES, contained, fuse
-from anonymize.detectors.tta import CenterFaceTTA, tile_windows
+from anonymize.detectors.tta import PHOTO, CenterFaceTTA, tile_windows
 from anonymize.masks import head_boxes
 from anonymize.regions import Regions, iou_matrix
 
@@ -19,8 +19,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 WIDER = SHARED / "eval" / "widerface"
 CROWD = "2--Demonstration/2_Demonstration_Demonstration_Or_Protest_2_1.jpg"  # 56 faces
 ASTRONAUT_FACE = np.array([[178, 55, 272, 182]], np.float32)
-CONFIGS = [dict(), dict(scales=(1.0, 0.5)), dict(flip=False, scales=(), tiles=2), dict(tiles=2, vote=0.05),
-           dict(fusion="union"), dict(fusion="best", pad=0)]
+CONFIGS = [{}, {"scales": (1.0, 0.5)}, {"flip": False, "scales": (), "tiles": 2}, {"tiles": 2, "vote": 0.05},
+           {"fusion": "union"}, {"fusion": "best", "pad": 0}]
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_registered_and_built_like_the_pipeline_does():
     det = create("centerface-tta", threshold=0.1, scale=1.0, threads=1)
     assert det.name == "centerface-tta" and det.kinds == ("face",)
     assert det.models()[0]["name"] == "centerface"
-    for bad in (dict(scales=(), tiles=0), dict(scales=(0.0,)), dict(fusion="mean"), dict(vote=0.5), dict(pad=-1)):
+    for bad in ({"scales": (), "tiles": 0}, {"scales": (0.0,)}, {"fusion": "mean"}, {"vote": 0.5}, {"pad": -1}):
         with pytest.raises(ValueError):
             CenterFaceTTA(threshold=0.1, **bad)
 
@@ -145,7 +145,7 @@ def test_pad_grows_boxes(astronaut):
     assert np.allclose(half, unpadded + [-6, -6, 6, 6], atol=1e-3)  # pad is in network pixels
 
 
-@pytest.mark.parametrize("opts", [dict(), dict(scales=(1.0, 0.5), tiles=2, vote=0.05)])
+@pytest.mark.parametrize("opts", [{}, {"scales": (1.0, 0.5), "tiles": 2, "vote": 0.05}])
 def test_crowd_recall_never_below_single_pass(crowd, opts):
     img, gt = crowd
     h, w = img.shape[:2]
@@ -166,7 +166,7 @@ def test_crowd_recall_never_below_single_pass(crowd, opts):
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (37, 53), (53, 37), (31, 33), (720, 1280), (1081, 607)])
-@pytest.mark.parametrize("opts", [dict(), dict(scales=(1.0, 0.5), tiles=2, fusion="union", vote=0.01)])
+@pytest.mark.parametrize("opts", [{}, {"scales": (1.0, 0.5), "tiles": 2, "fusion": "union", "vote": 0.01}])
 def test_odd_sizes_stay_in_frame(shape, opts):
     det = CenterFaceTTA(threshold=0.02, threads=1, **opts)  # noise at a low threshold: many boxes
     frame = np.random.default_rng(1).integers(0, 256, shape + (3,), dtype=np.uint8)
@@ -180,3 +180,48 @@ def test_blank_and_empty_frames(value):
     det = CenterFaceTTA(threshold=0.1, threads=1, tiles=2)
     assert len(det.detect(np.full((480, 640, 3), value, np.uint8))) == 0
     assert len(det.detect(np.zeros((0, 10, 3), np.uint8))) == 0
+
+
+# --- the photo setting: score sums, tall faces -----------------------------------------------------
+
+def _fixed_passes(det: CenterFaceTTA, found: list[tuple[list, list]]) -> CenterFaceTTA:
+    """``det`` with its network passes replaced by fixed (boxes, scores) per pass."""
+    def passes(frame, low):
+        for b, s in found:
+            b, s = np.array(b, np.float32).reshape(-1, 4), np.array(s, np.float32)
+            yield b[s >= low], s[s >= low]
+    det.passes = passes
+    return det
+
+
+def test_vote_sum_tall_and_grow():
+    det = _fixed_passes(CenterFaceTTA(threshold=0.3, pad=0, threads=1, vote=0.04, vote_sum=0.25, tall=(28, 0.2),
+                                      grow=(1.2, 0.5)), [
+        ([[10, 10, 20, 20], [50, 10, 60, 20], [100, 100, 140, 140], [200, 100, 240, 140]], [0.15, 0.2, 0.12, 0.6]),
+        ([[10, 10, 20, 20], [100, 100, 140, 140], [300, 10, 310, 20]], [0.12, 0.1, 0.03]),
+    ])
+    r = det.detect(np.zeros((400, 400, 3), np.uint8))
+    boxes = sorted(r.boxes.tolist())
+    # kept: 0.15 + 0.12 (sum >= 0.25); the tall face at 0.12 + 0.1 (>= 0.2), grown by 1.2; the tall
+    # face at 0.6 (one look above threshold), not grown. Dropped: 0.2 seen once; 0.03 (below vote).
+    assert len(boxes) == 3
+    assert np.allclose(boxes[0], [10, 10, 20, 20])
+    assert np.allclose(boxes[1], [96, 96, 144, 144])
+    assert np.allclose(boxes[2], [200, 100, 240, 140])
+
+
+def test_two_pass_vote_unchanged_without_vote_sum():
+    found = [([[10, 10, 20, 20], [50, 10, 60, 20]], [0.15, 0.2]), ([[10, 10, 20, 20]], [0.12])]
+    det = _fixed_passes(CenterFaceTTA(threshold=0.3, pad=0, threads=1, vote=0.1), found)
+    assert np.allclose(det.detect(np.zeros((100, 100, 3), np.uint8)).boxes, [[10, 10, 20, 20]])
+
+
+def test_photo_setting(astronaut):
+    det = create("centerface-tta", threads=1, **PHOTO)
+    assert det.flip == (1.0,) and det.scales == (1.0, 1.3)
+    r = det.detect(astronaut)
+    assert len(r) == 1 and iou_matrix(r.boxes, ASTRONAUT_FACE)[0, 0] > 0.7
+    for bad in ({"vote_sum": 0.2}, {"tall": (28, 0.2)}, {"vote": 0.04, "grow": (1.2, 0.5)},
+                {"vote": 0.04, "tall": (28, 0.2), "grow": (0.9, 0.5)}, {"vote": 0.04, "vote_sum": 0}):
+        with pytest.raises(ValueError):
+            CenterFaceTTA(threshold=0.3, **bad)

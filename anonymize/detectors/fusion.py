@@ -29,13 +29,15 @@ def group(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     keeps two adjacent faces apart even when a loose box overlaps both.
     """
     labels = np.full(len(boxes), -1, np.int64)
-    order = np.argsort(-scores, kind="stable")
+    free = np.ones(len(boxes), bool)  # not yet in a group
     k = 0
-    while order.size:
-        members = order[_iou_row(boxes[order[0]], boxes[order]) > iou]
-        members = np.union1d(members, order[:1])  # the anchor, even if its own IoU is 0 (empty box)
+    for anchor in np.argsort(-scores, kind="stable"):
+        if not free[anchor]:
+            continue
+        members = free & (_iou_row(boxes[anchor], boxes) > iou)
+        members[anchor] = True  # the anchor, even if its own IoU is 0 (empty box)
         labels[members] = k
-        order = order[~np.isin(order, members)]
+        free &= ~members
         k += 1
     return labels
 
