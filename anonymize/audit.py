@@ -13,6 +13,8 @@ Findings (one :class:`Finding` each; any finding makes the exit code 10):
 - ``face``: a face-like detection that is not as smooth as our masks (:func:`looks_masked`) and,
   if it scores below 0.9, is found again by a second look (:meth:`RetinaFaceAudit.confirm`) or,
   with ``agree``, by that many of the looks.
+- ``unmasked`` (``--against``): a face-like detection in the input whose pixels the output still
+  carries (:meth:`Auditor.unchanged`).
 - ``leak``: an input face recognised at the same box in the output (:func:`leaking`).
 - ``metadata``, ``stream``, ``audio``, ``bytes``: tags beyond :data:`ALLOWED_TAGS`, chapters,
   extra streams, cover pictures, audio, EXIF/XMP/IPTC/ICC/comments/thumbnails, or identifying
@@ -490,6 +492,8 @@ class AuditSettings:
     agree: int = 0  # a detection found by this many looks needs no second look (0: every one scoring < 0.9 does)
     min_face: int = 12  # detections less tall than this are ignored (px)
     min_recognize: int = 32  # --against: input faces less tall than this are not compared (px)
+    against_threshold: float = 0.3  # --against: RetinaFace score of input faces checked for unchanged pixels
+    unchanged_ratio: float = 0.35  # --against: output differs from input by less than this share of what our mask changes
     keep_audio_ok: bool = False
     threads: int = 0
 
@@ -584,8 +588,53 @@ class Auditor:
         for box, score in zip(found.boxes, found.scores):
             result.findings.append(self._finding(result, "face", "face-like detection, not masked-looking", image,
                                                  name, index, pts, box, score=round(float(score), 3)))
+        if ref is not None:
+            for box in self.unchanged(image, ref).boxes:
+                result.findings.append(self._finding(result, "unmasked", "a face of the input is unchanged here",
+                                                     image, name, index, pts, box))
         if ref is not None and self.recognizer is not None:
             self._leaks(result, name, image, index, pts, ref)
+
+    def unchanged(self, image: np.ndarray, ref: np.ndarray) -> Regions:
+        """Faces of the input ``ref`` that the output ``image`` still carries unmasked.
+
+        Every face-like detection in the input (all looks, at ``against_threshold``) is compared
+        pixel by pixel: a masked face differs from the original about as much as our own mask
+        changes it, an unmasked one only by compression noise. A box is returned when the output
+        differs from the input there by less than ``unchanged_ratio`` of what masking the input
+        with our blur would change (and the box has texture to compare: a flat patch looks the
+        same masked or not). Needs no face-recognition model, and works for faces recognition
+        cannot judge (small, profile, occluded).
+        """
+        h, w = min(image.shape[0], ref.shape[0]), min(image.shape[1], ref.shape[1])
+        src = np.ascontiguousarray(ref[:h, :w])
+        saved = self.detector.threshold
+        self.detector.threshold = self.settings.against_threshold
+        try:
+            found = self.detector.detect(src)
+        finally:
+            self.detector.threshold = saved
+        found = found[found.heights >= self.settings.min_face]
+        if not len(found):
+            return found
+        from .masks import create_mask
+
+        mask = create_mask("blur", seed=0)
+        out_gray = cv2.cvtColor(np.ascontiguousarray(image[:h, :w]), cv2.COLOR_BGR2GRAY).astype(np.float32)
+        src_gray = cv2.cvtColor(src, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        keep = np.zeros(len(found), bool)
+        for i, box in enumerate(found.boxes):
+            x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
+            x1, y1 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
+            if x1 - x0 < 4 or y1 - y0 < 4:
+                continue
+            crop = src[y0:y1, x0:x1].copy()
+            masked = cv2.cvtColor(mask.apply(crop, Regions(np.array([[0, 0, x1 - x0, y1 - y0]], np.float32)),
+                                             shape="box"), cv2.COLOR_BGR2GRAY).astype(np.float32)
+            change = float(np.abs(masked - src_gray[y0:y1, x0:x1]).mean())
+            diff = float(np.abs(out_gray[y0:y1, x0:x1] - src_gray[y0:y1, x0:x1]).mean())
+            keep[i] = change > 2.0 and diff < self.settings.unchanged_ratio * change
+        return found[keep]
 
     def distances(self, image: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes of the faces found in ``ref`` (the input; at least ``min_recognize`` px tall), the

@@ -18,7 +18,9 @@ Reported:
 - **findings per clean output**: suspects in the untouched outputs (any, anywhere: false alarms,
   and also real faces our pipeline missed).
 - with ``--against``: share of restored faces (>= 32 px) that the recognition check flags as
-  leaks (``anonymize.audit.leaking``), and of masked faces it wrongly flags.
+  leaks (``anonymize.audit.leaking``), and of masked faces it wrongly flags; and the audit's
+  flags with the original at hand (a suspect, or an input face whose pixels are unchanged:
+  ``Auditor.unchanged``), restored and masked.
 
 Usage::
 
@@ -118,6 +120,7 @@ def main() -> int:
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
     rec32, rec16, masked_flags, clean_counts, leak_hit, leak_false, seconds = [], [], [], [], [], [], []
+    both32, both16, both_false = [], [], []  # --against: a suspect or an unchanged input face
     with tempfile.TemporaryDirectory(prefix="audit-recall-") as tmp:
         for k, name in enumerate(names):
             original = cv2.imread(str(EVAL / "widerface" / "images" / name))
@@ -152,6 +155,10 @@ def main() -> int:
                       if b[3] >= 32 and c >= 0.8 and not any(touches(b, r) for r in pasted)]
             masked_flags += [flagged(suspects, b) for b in masked]
             if args.against:
+                either = np.concatenate([suspects, auditor.unchanged(restored, original).boxes])
+                for b in restored_boxes:
+                    (both32 if b[3] >= 32 else both16).append(flagged(either, b))
+                both_false += [flagged(either, b) for b in masked]
                 boxes, dist, masked_dist = auditor.distances(restored, original)
                 matches = boxes[leaking(dist, masked_dist)]
                 leak_hit += [flagged(matches, b) for b in restored_boxes if b[3] >= 32]
@@ -177,7 +184,12 @@ def main() -> int:
           f"({100 * np.mean(np.array(clean_counts) > 0):.0f}% of outputs have any)")
     if args.against:
         figures.update(against_restored_ge32_matched=float(np.mean(leak_hit)) if leak_hit else None,
-                       against_masked_ge32_matched=float(np.mean(leak_false)) if leak_false else None)
+                       against_masked_ge32_matched=float(np.mean(leak_false)) if leak_false else None,
+                       against_restored_ge32_flagged=float(np.mean(both32)) if both32 else None,
+                       against_restored_16_32_flagged=float(np.mean(both16)) if both16 else None,
+                       against_masked_ge32_flagged=float(np.mean(both_false)) if both_false else None)
+        print(f"  --against (suspect or unchanged input face): restored >= 32 px flagged {share(both32)}, "
+              f"16-32 px {share(both16)}, masked >= 32 px flagged {share(both_false)}")
         print(f"  --against: restored >= 32 px matched {share(leak_hit)}, masked >= 32 px matched {share(leak_false)}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
