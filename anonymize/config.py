@@ -46,6 +46,11 @@ class Options:
     #: Face box -> head region growth factor.
     mask_scale: float = 1.5
     mask_shape: str = "ellipse"
+    #: A face region this close to a frame edge (as a share of its size) is grown past that edge
+    #: by as much (see :func:`anonymize.masks.reach_edges`); 0 disables. Off by default: measured
+    #: at 0.5 it masked 2.1 points more of the photos outside faces for no recall gained, and
+    #: +0.02 points of video face-frames (no leaked track fewer).
+    edge_reach: float = 0.0
     #: Seconds a mask is held before a face's first and after its last detection.
     hold_before: float = 0.3
     hold_after: float = 0.5
@@ -100,6 +105,8 @@ class Options:
             raise ValueError("detect_every must be >= 1")
         if self.photo_threshold is not None and not 0 < self.photo_threshold < 1:
             raise ValueError("photo_threshold must be between 0 and 1")
+        if self.edge_reach < 0:
+            raise ValueError("edge_reach must be >= 0")
         if self.pad < 0:
             raise ValueError("pad must be >= 0")
         if self.detect_scale <= 0:

@@ -122,7 +122,9 @@ class Engine:
         smaller than the true one and leave part of an edge face visible. The masks clip while
         drawing; regions wholly outside the frame are dropped.
         """
-        heads = reach_edges(head_boxes(regions, self.options.mask_scale), width, height)
+        heads = head_boxes(regions, self.options.mask_scale)
+        if self.options.edge_reach > 0:
+            heads = reach_edges(heads, width, height, self.options.edge_reach)
         b = heads.boxes
         inside = (b[:, 2] > 0) & (b[:, 3] > 0) & (b[:, 0] < width) & (b[:, 1] < height)
         return heads[inside]

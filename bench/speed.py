@@ -140,8 +140,8 @@ def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: b
     return rows
 
 
-def photo_rows(n: int, work: Path) -> list[dict]:
-    """Seconds per photo, each resized to 1920x1080, through one warm Anonymizer."""
+def photo_rows(n: int, work: Path, **options) -> list[dict]:
+    """Seconds per photo, each resized to 1920x1080, through one warm Anonymizer(**options)."""
     import cv2
 
     from anonymize import Anonymizer
@@ -154,14 +154,14 @@ def photo_rows(n: int, work: Path) -> list[dict]:
         dst = work / f"p{i}.jpg"
         cv2.imwrite(str(dst), cv2.resize(cv2.imread(str(p)), (1920, 1080)))
         paths.append(dst)
-    runner = Anonymizer()
+    runner = Anonymizer(**options)
     runner.file(paths[0], work / "warm.jpg")
     times = []
     for i, p in enumerate(paths):
         t = time.perf_counter()
         runner.file(p, work / f"o{i}.jpg")
         times.append(time.perf_counter() - t)
-    row = {"tool": "anonymize", "photos": len(times), "size": "1920x1080",
+    row = {"tool": "anonymize " + " ".join(f"--{k} {v}" for k, v in options.items()), "photos": len(times), "size": "1920x1080",
            "median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3)}
     print(json.dumps(row), flush=True)
     return [row]
@@ -187,14 +187,15 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=20)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-marks-row", dest="marks_row", action="store_false")
+    ap.add_argument("--no-video", dest="video", action="store_false", help="photos only")
     a = ap.parse_args()
     print(f"load average before: {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        rows = video_rows(make_clip("1920x1080", a.seconds), a.runs, a.deface_runs, work, a.marks_row)
-        if a.uhd:
+        rows = video_rows(make_clip("1920x1080", a.seconds), a.runs, a.deface_runs, work, a.marks_row) if a.video else []
+        if a.uhd and a.video:
             rows += video_rows(make_clip("3840x2160", 10), a.runs, a.deface_runs, work, a.marks_row)
-        photos = photo_rows(a.photos, work) if a.photos else []
+        photos = (photo_rows(a.photos, work) + photo_rows(a.photos, work, marks="faces")) if a.photos else []
     print(markdown(rows))
     print(f"load average after: {os.getloadavg()}")
     if a.json:
