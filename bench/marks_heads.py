@@ -53,6 +53,15 @@ def frames_1080p(n: int, photos: list[np.ndarray]) -> list[np.ndarray]:
     return frames
 
 
+def _kwargs(spec: str) -> dict:
+    """``"head:tiles=2"`` -> ``{"tiles": 2}`` (ints and floats)."""
+    out = {}
+    for item in spec.split(":")[1:]:
+        key, value = item.split("=", 1)
+        out[key] = float(value) if "." in value else int(value)
+    return out
+
+
 def heads(args: argparse.Namespace) -> None:
     gt = json.loads((ROOT / "bench" / "heads_set.json").read_text())
     images = []
@@ -66,7 +75,7 @@ def heads(args: argparse.Namespace) -> None:
     frames = frames_1080p(args.frames, [im for im, _ in images])
     base = create("centerface", threads=args.threads)
     for name in args.detectors.split(","):
-        dets = [create(n, threads=args.threads) for n in name.split("+")]
+        dets = [create(n.split(":")[0], threads=args.threads, **_kwargs(n)) for n in name.split("+")]
         masked = outside = 0.0
         for image, boxes in images:
             h, w = image.shape[:2]
@@ -100,7 +109,7 @@ def heads(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["heads"])
-    parser.add_argument("--detectors", default="centerface,head,person,centerface+head",
+    parser.add_argument("--detectors", default="centerface,head,person,centerface+head",  # e.g. head:tiles=2
                         help="comma-separated; '+' joins detectors into one mask")
     parser.add_argument("--frames", type=int, default=10, help="1080p frames for the latency")
     parser.add_argument("--threads", type=int, default=2)
