@@ -1,4 +1,5 @@
 """The person / head detectors on real pictures (scikit-image's public-domain astronaut)."""
+import cv2
 import numpy as np
 import pytest
 
@@ -22,7 +23,9 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def detectors():
-    return create("person", threads=2), create("head", threads=2), create("centerface", threads=2)
+    # one whole-frame pass: these tests check the network and its geometry (the default also
+    # runs column tiles; see test_default_tiles_keep_the_whole_person)
+    return create("person", threads=2, tiles=1), create("head", threads=2, tiles=1), create("centerface", threads=2)
 
 
 def _inside(inner: np.ndarray, outer: np.ndarray) -> float:
@@ -80,3 +83,29 @@ def test_head_boxes_geometry():
     np.testing.assert_allclose(heads[0], [110, 40, 190, 120])
     # a short (cut-off) person box: the head never reaches below it
     assert heads[1][3] <= 40 + 1e-4
+
+
+def test_default_tiles_keep_the_whole_person(astronaut, detectors):
+    """Column tiles see only part of a close-up person; the whole-frame box must win, so the head
+    box stays on the head (a tile's half-person box would put it on the shoulder)."""
+    _, _, centerface = detectors
+    people = create("person", threads=2).detect(astronaut)  # whole frame + 2 column tiles
+    assert 1 <= len(people) <= 3 and any(b[0] < 50 and b[2] > 300 for b in people.boxes)  # her, whole
+    heads = create("head", threads=2).detect(astronaut)
+    face = centerface.detect(astronaut).boxes[0]
+    assert max(_inside(face, h) for h in heads.boxes) >= 0.95
+    assert len(create("head", threads=2).detect(np.zeros((480, 640, 3), np.uint8))) == 0
+
+
+def test_tiles_add_small_people_beside_big_ones(astronaut):
+    """A wide frame: the astronaut at full height on the left, and a small copy far right. The
+    tiles must add the small person the whole-frame view is too coarse for, or at least not lose
+    the big one."""
+    canvas = np.full((540, 1920, 3), 200, np.uint8)
+    canvas[14:526, 0:512] = astronaut
+    small = cv2.resize(astronaut, (128, 128))
+    canvas[380:508, 1700:1828] = small
+    whole = create("person", threads=2, tiles=1).detect(canvas)
+    tiled = create("person", threads=2).detect(canvas)
+    assert len(tiled) >= len(whole) >= 1
+    assert any(b[0] < 100 and b[2] > 350 for b in tiled.boxes)  # the big one, whole
