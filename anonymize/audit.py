@@ -66,7 +66,7 @@ import cv2
 import numpy as np
 
 from .api import __version__, media_kind
-from .detectors.base import Detector
+from .detectors.base import Detector, cpu_session
 from .errors import AnonymizeError, InputError, ModelError
 from .regions import Regions, iou_matrix
 
@@ -201,12 +201,7 @@ class RetinaFaceAudit(Detector):
 
     def __init__(self, threshold: float = 0.5, scale: float = 2.0, flip: bool = True, max_side: int = 4096,
                  threads: int = 0, big_scale: float | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(_retinaface_weights(), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(_retinaface_weights(), threads)
         self.threshold, self.scale, self.flip, self.max_side = threshold, scale, flip, max_side
         self.big_scale = big_scale
 
@@ -227,30 +222,32 @@ class RetinaFaceAudit(Detector):
         xywh = np.hstack([found.boxes[:, :2], found.boxes[:, 2:] - found.boxes[:, :2]])
         return found[np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), found.scores.tolist(), 0.0, 0.4)).reshape(-1)]
 
-    def looks(self, frame: np.ndarray) -> list[Regions]:
+    def looks(self, frame: np.ndarray, threshold: float | None = None) -> list[Regions]:
         """Faces found by each look, in frame pixels: upscaled (small faces), mirrored and upscaled
         (the network is not mirror-symmetric), at 1x (faces too big for the largest anchor once
-        upscaled) and, with ``big_scale``, upscaled further (a second chance for faces scored low)."""
+        upscaled) and, with ``big_scale``, upscaled further (a second chance for faces scored low).
+        ``threshold`` overrides the detector's own."""
+        t = self.threshold if threshold is None else threshold
         h, w = frame.shape[:2]
         cap = self.max_side / max(h, w, 1)  # 4K frames are not upscaled past max_side
         s = min(self.scale, cap)
         big = cv2.resize(frame, (round(w * s), round(h * s)), interpolation=cv2.INTER_LINEAR) if s != 1 else frame
-        parts = [self._scaled(big, 1 / s)]
+        parts = [self._scaled(big, 1 / s, t)]
         if self.flip:
-            mirrored = self._scaled(np.ascontiguousarray(big[:, ::-1]), 1 / s)
+            mirrored = self._scaled(np.ascontiguousarray(big[:, ::-1]), 1 / s, t)
             boxes = mirrored.boxes.copy()
             boxes[:, [0, 2]] = w - mirrored.boxes[:, [2, 0]]
             parts.append(mirrored.with_(boxes=boxes))
         if s > 1:
-            parts.append(self._run(frame, self.threshold))
+            parts.append(self._run(frame, t))
         b = min(self.big_scale or 0, cap)
         if b > s * 1.2:
             parts.append(self._scaled(cv2.resize(frame, (round(w * b), round(h * b)), interpolation=cv2.INTER_LINEAR),
-                                      1 / b))
+                                      1 / b, t))
         return parts
 
-    def _scaled(self, img: np.ndarray, factor: float) -> Regions:
-        found = self._run(img, self.threshold)
+    def _scaled(self, img: np.ndarray, factor: float, threshold: float) -> Regions:
+        found = self._run(img, threshold)
         return found.with_(boxes=found.boxes * factor)
 
     def _run(self, img: np.ndarray, threshold: float) -> Regions:
@@ -608,12 +605,7 @@ class Auditor:
         """
         h, w = min(image.shape[0], ref.shape[0]), min(image.shape[1], ref.shape[1])
         src = np.ascontiguousarray(ref[:h, :w])
-        saved = self.detector.threshold
-        self.detector.threshold = self.settings.against_threshold
-        try:
-            found = self.detector.detect(src)
-        finally:
-            self.detector.threshold = saved
+        found = self.detector.merge(self.detector.looks(src, self.settings.against_threshold))
         found = found[found.heights >= self.settings.min_face]
         if not len(found):
             return found

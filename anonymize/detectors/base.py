@@ -9,6 +9,19 @@ import numpy as np
 from ..regions import Regions
 
 
+def cpu_session(model: bytes | str, threads: int = 0):
+    """An onnxruntime CPU session for ``model`` (serialized bytes or a path), all graph
+    optimizations on, ``threads`` intra-op threads (0 = onnxruntime's default), warnings off
+    (the shipped graphs carry unused initializers that only produce noise)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
 class Detector(ABC):
     """Finds regions to mask in one BGR uint8 frame.
 

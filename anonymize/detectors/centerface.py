@@ -9,11 +9,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from ..models import model_info, model_path
 from ..regions import Regions
-from .base import Detector, register
+from .base import Detector, cpu_session, register
 
 # Output names of the shipped graph: heatmap, log box size, centre offset, landmarks.
 _HEATMAP, _SCALE, _OFFSET, _LANDMARKS = "537", "538", "539", "540"
@@ -88,11 +87,7 @@ class CenterFace(Detector):
             raise ValueError(f"pad must be >= 0, got {pad}")
         self.threshold, self.scale, self.nms_iou = float(threshold), float(scale), float(nms_iou)
         self.pad = float(pad)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = int(threads)
-        opts.log_severity_level = 3  # the leftover BN initializers only produce noise
-        self._session = ort.InferenceSession(_load_graph(), opts, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(_load_graph(), threads)
         self._input = self._session.get_inputs()[0].name
 
     @staticmethod

@@ -19,12 +19,11 @@ from functools import lru_cache
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from ..models import model_info, model_path
 from ..regions import Regions
-from .base import Detector, register
+from .base import Detector, cpu_session, register
 from .centerface import _nms
 
 _SIDE = 300  # the network's training input (square); tiles are resized to it
@@ -321,11 +320,7 @@ class PersonDetector(Detector):
             raise ValueError(f"tiles must be >= 1, got {tiles}")
         self.threshold = max(float(threshold if threshold is not None else min_threshold), float(min_threshold))
         self.tiles, self.nms_iou = int(tiles), float(nms_iou)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = int(threads)
-        opts.log_severity_level = 3
-        self._session = ort.InferenceSession(_onnx_bytes(), opts, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(_onnx_bytes(), threads)
         self._anchors = _anchors()
 
     def person_boxes(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

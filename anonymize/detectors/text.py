@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from ..models import model_info, model_path
 from ..regions import Regions
-from .base import Detector, register
+from .base import Detector, cpu_session, register
 
 _ALIGN = 32  # the network downsamples 32x, so input sides must be multiples of 32
 _MIN_SIDE = 3  # DB's min_size: regions thinner than this (probability-map pixels) are noise
@@ -75,11 +74,7 @@ class TextDetector(Detector):
             raise ValueError("unclip and pad must be >= 0")
         self.max_side, self.bin_threshold, self.box_threshold = int(max_side), float(bin_threshold), float(box_threshold)
         self.unclip, self.pad, self.max_regions = float(unclip), float(pad), int(max_regions)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = int(threads)
-        opts.log_severity_level = 3
-        self._session = ort.InferenceSession(str(model_path("ppocr-det")), opts, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(str(model_path("ppocr-det")), threads)
         self._input = self._session.get_inputs()[0].name
 
     def input_size(self, h: int, w: int) -> tuple[int, int]:
