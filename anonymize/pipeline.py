@@ -26,7 +26,7 @@ from .masks import create_mask, head_boxes, reach_edges
 from .photo import read_photo, write_photo
 from .regions import Regions
 from .report import FileReport
-from .schedule import DetectionSchedule
+from .schedule import DetectionSchedule, SceneCuts
 from .track import Tracker, TrackerSettings
 from .video import EncodeSettings, Frame, VideoDecoder, VideoEncoder
 
@@ -78,10 +78,10 @@ class Engine:
     @property
     def photo_detector(self) -> Detector | None:
         """The face detector for photos (built on first use: a video-only batch never pays for it)."""
-        if self.detector is None or self.options.photo_detector == self.options.detector:
-            return self.detector
+        o = self.options
+        if self.detector is None or (o.photo_detector == o.detector and o.photo_threshold is None):
+            return self.detector  # the same detector with the same settings: share it
         if self._photo_detector is None:
-            o = self.options
             kwargs = dict(threshold=o.threshold, pad=o.pad)
             if o.photo_detector == "centerface-tta":
                 kwargs = dict(PHOTO, pad=o.pad)
@@ -260,11 +260,13 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
 
 
 def _tracked(tracker: Tracker, frames: Iterator[Frame], engine: Engine) -> Iterator[tuple[Frame, Regions]]:
+    cuts = SceneCuts()
     schedule = DetectionSchedule(engine.options.detect_every)
     marks = DetectionSchedule(engine.options.marks_every)
     for frame in frames:
-        detections = engine.detect(frame.image, full=schedule.due(frame.image),
-                                   marks=bool(engine.mark_detectors) and marks.due(frame.image))
+        cut = cuts(frame.image)  # once per frame, for both schedules
+        detections = engine.detect(frame.image, full=schedule.tick(cut),
+                                   marks=bool(engine.mark_detectors) and marks.tick(cut))
         yield from tracker.push(frame, detections)
     yield from tracker.flush()
 

@@ -14,21 +14,39 @@ import numpy as np
 CUT_THRESHOLD = 25.0
 
 
+class SceneCuts:
+    """Call once per frame, in order; True when the frame starts a new shot (a scene cut)."""
+
+    def __init__(self, threshold: float = CUT_THRESHOLD):
+        self.threshold = threshold
+        self._thumb: np.ndarray | None = None
+
+    def __call__(self, image: np.ndarray) -> bool:
+        thumb = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (64, 36), interpolation=cv2.INTER_AREA)
+        cut = self._thumb is not None and float(cv2.absdiff(thumb, self._thumb).mean()) > self.threshold
+        self._thumb = thumb
+        return cut
+
+
 class DetectionSchedule:
-    """Call :meth:`due` once per frame, in order; True means "run the detector on this frame"."""
+    """Call :meth:`due` once per frame, in order; True means "run the detector on this frame".
+
+    Several schedules over one video (faces every frame, other marks every 5th) can share one
+    :class:`SceneCuts` through :meth:`tick`, so the cut check runs once per frame.
+    """
 
     def __init__(self, every: int = 1, cut_threshold: float = CUT_THRESHOLD):
         if every < 1:
             raise ValueError("every must be >= 1")
         self.every = every
-        self.cut_threshold = cut_threshold
+        self._cuts = SceneCuts(cut_threshold)
         self._since = every  # the first frame is always detected
-        self._thumb: np.ndarray | None = None
 
     def due(self, image: np.ndarray) -> bool:
-        thumb = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (64, 36), interpolation=cv2.INTER_AREA)
-        cut = self._thumb is not None and float(cv2.absdiff(thumb, self._thumb).mean()) > self.cut_threshold
-        self._thumb = thumb
+        return self.tick(self._cuts(image))
+
+    def tick(self, cut: bool) -> bool:
+        """:meth:`due` for a frame whose scene-cut check was done elsewhere."""
         if cut or self._since >= self.every:
             self._since = 1
             return True
