@@ -3,6 +3,7 @@ tracked, masked as boxes or ellipses, and reported with their kind; ``--marks`` 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -49,13 +50,17 @@ def test_marks_option_parsing():
             Options(marks=bad)
 
 
-def test_photo_text_masked_as_box_and_reported(tmp_path):
+def _photo(tmp_path: Path, marks: str) -> tuple[np.ndarray, tuple, np.ndarray, list[dict]]:
+    """The scene as a PNG through the pipeline with ``marks``: (input, text box, output, regions)."""
     img, text_box = _scene()
     src = tmp_path / "sign.png"
     cv2.imwrite(str(src), img)
-    rep = Anonymizer(seed=0, marks="faces,text").file(src, tmp_path / "out.png")
-    out = cv2.imread(str(tmp_path / "out.png"))
-    regions = next(rep.frames())["regions"]
+    rep = Anonymizer(seed=0, marks=marks).file(src, tmp_path / "out.png")
+    return img, text_box, cv2.imread(str(tmp_path / "out.png")), next(rep.frames())["regions"]
+
+
+def test_photo_text_masked_as_box_and_reported(tmp_path):
+    img, text_box, out, regions = _photo(tmp_path, "faces,text")
     kinds = {r["kind"] for r in regions}
     assert {"face", "text"} <= kinds
     assert all(r["shape"] == "box" for r in regions if r["kind"] == "text")
@@ -72,12 +77,8 @@ def test_photo_text_masked_as_box_and_reported(tmp_path):
 
 
 def test_marks_faces_only_leaves_text(tmp_path):
-    img, text_box = _scene()
-    src = tmp_path / "sign.png"
-    cv2.imwrite(str(src), img)
-    rep = Anonymizer(seed=0, marks="faces").file(src, tmp_path / "out.png")
-    out = cv2.imread(str(tmp_path / "out.png"))
-    assert {r["kind"] for r in next(rep.frames())["regions"]} == {"face"}
+    img, text_box, out, regions = _photo(tmp_path, "faces")
+    assert {r["kind"] for r in regions} == {"face"}
     assert _changed(img, out, text_box) < 0.02
 
 
