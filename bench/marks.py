@@ -21,6 +21,7 @@ positives alone). A second table gives the share masked by absolute angle.
     python bench/marks.py text --limit 100 --seed 0 --clean             # WIDER photos as they are
     python bench/marks.py video --limit 40 --seed 0 --threads 1,2 --faces --max-side 640,960,1280
     python bench/marks.py text --limit 40 --unclip 1.5,2.0 --pad 0.05,0.15 --box-threshold 0.3,0.5
+    python bench/marks.py text --limit 100 --seed 0 --clean --model ppocr-det-v6s,ppocr-det --unclip 1.5,2.0
 """
 from __future__ import annotations
 
@@ -424,8 +425,10 @@ def angle_table(results: list[dict]) -> str:
 
 def configs(args) -> list[dict]:
     """Every combination of the swept detector options."""
-    return [{"max_side": m, "box_threshold": b, "unclip": u, "pad": p} for m, b, u, p in
-            itertools.product(args.max_side, args.box_threshold, args.unclip, args.pad)]
+    return [{"model": mo, "max_side": m, "bin_threshold": bt, "box_threshold": b, "unclip": u, "pad": p,
+             "max_height": mh} for mo, m, bt, b, u, p, mh in
+            itertools.product(args.model, args.max_side, args.bin_threshold, args.box_threshold, args.unclip,
+                              args.pad, args.max_height)]
 
 
 def run_text(args) -> None:
@@ -532,10 +535,14 @@ def main() -> None:
         s.add_argument("--latency-frames", type=int, default=10, help="frames timed for the other thread counts")
         s.add_argument("--faces", action="store_true", help="also time centerface (defaults) on the frames")
         s.add_argument("--clean", action="store_true", help="also detect on the photos without targets")
+        s.add_argument("--model", type=lambda t: t.split(","), default=["ppocr-det-v6s"],
+                       help="text weights: ppocr-det-v6s (PP-OCRv6 small) and/or ppocr-det (PP-OCRv4 mobile)")
         s.add_argument("--max-side", type=_ints, default=[960])
+        s.add_argument("--bin-threshold", type=_floats, default=[0.3])
         s.add_argument("--box-threshold", type=_floats, default=[0.5])
-        s.add_argument("--unclip", type=_floats, default=[2.0])
+        s.add_argument("--unclip", type=_floats, default=[1.5])
         s.add_argument("--pad", type=_floats, default=[0.15])
+        s.add_argument("--max-height", type=_floats, default=[0.25], help="drop regions thicker than this share of the frame")
         s.add_argument("--dump", help="write the first --dump-count annotated frames here (outside the repo!)")
         s.add_argument("--dump-count", type=int, default=5)
         s.set_defaults(func=run_text)

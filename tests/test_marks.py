@@ -123,7 +123,7 @@ def test_default_marks_and_models_listed(tmp_path):
     runner = Anonymizer(seed=0)
     assert runner.options.marks == ("faces", "heads", "plates", "text")
     names = {m["name"] for m in runner.engine.models()}
-    assert {"centerface", "ppocr-det", "ssdlite-person"} <= names
+    assert {"centerface", "ppocr-det-v6s", "ssdlite-person"} <= names
 
 
 def test_cli_marks_flag(tmp_path):

