@@ -51,8 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"head region size relative to the face box (default {D.mask_scale})")
     p.add_argument("--mask-shape", choices=MASK_SHAPES, default=D.mask_shape)
     p.add_argument("--edge-reach", type=float, default=D.edge_reach,
-                   help="grow faces this close to the frame edge (share of their size) past it by as much; "
+                   help="grow faces cut by the frame edge past it by this share of their size; "
                         f"0 = off (default {D.edge_reach})")
+    p.add_argument("--edge-detect", type=float, default=D.edge_detect,
+                   help="reflect the face detector's input by this many pixels per side, so faces cut by "
+                        f"the frame edge look whole (e.g. 32; 0 = off, default {D.edge_detect})")
     p.add_argument("--detector", default=D.detector,
                    help=f"face detector: centerface, or centerface-tta (flip/scale/tile passes fused: "
                         f"slower, for photos) (default {D.detector})")
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs < 0:
             raise InputError("--jobs must be >= 0")
         options = Options().updated(
-            mask=args.mask, mask_scale=args.mask_scale, mask_shape=args.mask_shape, edge_reach=args.edge_reach, threshold=args.threshold,
+            mask=args.mask, mask_scale=args.mask_scale, mask_shape=args.mask_shape, edge_reach=args.edge_reach, edge_detect=args.edge_detect, threshold=args.threshold,
             detector=args.detector, photo_detector=args.photo_detector, photo_threshold=args.photo_threshold, pad=args.pad, detect_scale=args.detect_scale, detect_every=args.detect_every, between_scale=args.between_scale,
             hold_before=args.hold_before, hold_after=args.hold_after,
             audio="keep" if args.keep_audio else args.audio, marks=args.marks, marks_every=args.marks_every,

