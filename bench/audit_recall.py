@@ -2,7 +2,10 @@
 
 On shared WIDER FACE photos of assemblies (read in place from ``<repo>/../shared/eval``; nothing
 made from them is written inside the repository): each photo is copied as PNG to a temporary
-folder and anonymized by our pipeline (``Anonymizer().file``); then the original pixels of a few
+folder and anonymized by our pipeline (``Anonymizer(marks="faces").file``; ``--marks`` for others:
+with the default marks the heads are masked too, and a pasted-back face then sits in an island of
+blur that a face the pipeline really missed would not have; seed 1 with the default marks: 77.7 %
+flagged instead of 89.4 %); then the original pixels of a few
 randomly chosen ground-truth faces (seeded; ``--per-image``, faces >= 16 px) are pasted back into
 the output, as if the pipeline had missed them (``--restore-scale 1.5``: the whole head around
 the box, as a real miss looks; the tight box inside a mask is the harder case). The audit's own
@@ -13,6 +16,8 @@ Reported:
 
 - **restored faces flagged**, by height (>= 32 px, 16-32 px): a suspect box overlaps the restored
   ground-truth box with IoU >= 0.3 or covers its centre. Target: >= 95 % of those >= 32 px.
+  Also split by WIDER's own occlusion attribute (none / partial / heavy): a "face" marked heavily
+  occluded is often a hand, a sign or the back of a head with no face to see.
 - **masked faces flagged**: the same test on ground-truth faces >= 32 px that our pipeline did
   mask (>= 80 % of the box, the shared metric) and that touch no restored face: false alarms.
 - **findings per clean output**: suspects in the untouched outputs (any, anywhere: false alarms,
@@ -20,7 +25,7 @@ Reported:
 - with ``--against``: share of restored faces (>= 32 px) that the recognition check flags as
   leaks (``anonymize.audit.leaking``), and of masked faces it wrongly flags; and the audit's
   flags with the original at hand (a suspect, or an input face whose pixels are unchanged:
-  ``Auditor.unchanged``), restored and masked.
+  ``Auditor.unchanged``), restored and masked, and its findings per clean output.
 
 Usage::
 
@@ -64,6 +69,20 @@ def flagged(boxes: np.ndarray, gt: list[int]) -> bool:
     return bool(((iou >= 0.3) | centre).any())
 
 
+def occlusion(gt_file: Path) -> dict[tuple[str, tuple[int, ...]], int]:
+    """WIDER's occlusion attribute (0 none, 1 partial, 2 heavy) of each (photo, (x, y, w, h)) box:
+    the shared metric's loader drops the attributes, so gt.txt is read here again."""
+    lines, out, i = gt_file.read_text().split("\n"), {}, 0
+    while i < len(lines) and lines[i].strip():
+        name, n = lines[i].strip(), int(lines[i + 1])
+        for line in lines[i + 2:i + 2 + max(n, 1)]:
+            v = [int(float(t)) for t in line.split()]
+            if len(v) >= 10:
+                out[name, tuple(v[:4])] = v[8]
+        i += 2 + max(n, 1)
+    return out
+
+
 def touches(a: list[int], b: list[int]) -> bool:
     return not (a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1])
 
@@ -86,6 +105,9 @@ def main() -> int:
     p.add_argument("--per-image", type=int, default=3, help="faces restored per photo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mask", default="blur", help="our pipeline's mask style")
+    p.add_argument("--marks", default="faces",
+                   help="our pipeline's marks (default faces: with heads masked too, a pasted-back face sits in "
+                        "an island of blur that a real miss would not have, and is harder to see)")
     p.add_argument("--restore-scale", type=float, default=1.0,
                    help="restore this multiple of the ground-truth box (1.5: the whole head, as a real miss looks)")
     p.add_argument("--against", action="store_true", help="also measure the --against recognition check")
@@ -104,9 +126,10 @@ def main() -> int:
     from anonymize.audit import Auditor, AuditSettings, leaking
 
     gt = wider.load_gt(EVAL / "widerface" / "gt.txt")
+    occluded = occlusion(EVAL / "widerface" / "gt.txt")
     names = random.Random(args.seed).sample(sorted(gt), min(args.images, len(gt)))
     rng = random.Random(args.seed + 1)
-    runner = Anonymizer(seed=args.seed, mask=args.mask)
+    runner = Anonymizer(seed=args.seed, mask=args.mask, marks=args.marks)
     from dataclasses import fields, replace
 
     types = {f.name: type(getattr(AuditSettings(), f.name)) for f in fields(AuditSettings)}
@@ -116,11 +139,12 @@ def main() -> int:
         changes[key] = value.lower() in ("1", "true", "yes") if types[key] is bool else types[key](value)
     settings = replace(AuditSettings(), **changes)
     auditor = Auditor(settings, against=args.against)
-    keep = args.cache / f"{args.mask}-seed{args.seed}" if args.cache else None
+    keep = args.cache / f"{args.mask}-{args.marks.replace(',', '+')}-seed{args.seed}" if args.cache else None
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
     rec32, rec16, masked_flags, clean_counts, leak_hit, leak_false, seconds = [], [], [], [], [], [], []
-    both32, both16, both_false = [], [], []  # --against: a suspect or an unchanged input face
+    both32, both16, both_false, both_clean = [], [], [], []  # --against: a suspect or an unchanged input face
+    by_occlusion: dict[int, list[bool]] = {0: [], 1: [], 2: []}  # restored >= 32 px, by WIDER's attribute
     with tempfile.TemporaryDirectory(prefix="audit-recall-") as tmp:
         for k, name in enumerate(names):
             original = cv2.imread(str(EVAL / "widerface" / "images" / name))
@@ -151,6 +175,8 @@ def main() -> int:
             clean_counts.append(len(auditor.suspects(output)[0]))
             for b in restored_boxes:
                 (rec32 if b[3] >= 32 else rec16).append(flagged(suspects, b))
+                if b[3] >= 32:
+                    by_occlusion[occluded.get((name, tuple(b)), 0)].append(flagged(suspects, b))
             masked = [b for b, c in zip(gt[name], cover)
                       if b[3] >= 32 and c >= 0.8 and not any(touches(b, r) for r in pasted)]
             masked_flags += [flagged(suspects, b) for b in masked]
@@ -159,6 +185,7 @@ def main() -> int:
                 for b in restored_boxes:
                     (both32 if b[3] >= 32 else both16).append(flagged(either, b))
                 both_false += [flagged(either, b) for b in masked]
+                both_clean.append(clean_counts[-1] + len(auditor.unchanged(output, original)))
                 boxes, dist, masked_dist = auditor.distances(restored, original)
                 matches = boxes[leaking(dist, masked_dist)]
                 leak_hit += [flagged(matches, b) for b in restored_boxes if b[3] >= 32]
@@ -166,18 +193,21 @@ def main() -> int:
             print(f"{k + 1}/{len(names)} {name}: {len(gt[name])} faces, restored {len(restored_boxes)}, "
                   f"suspects {len(suspects)}, {seconds[-1]:.1f} s", file=sys.stderr, flush=True)
     figures = {
-        "images": len(names), "seed": args.seed, "mask": args.mask, "restore_scale": args.restore_scale,
+        "images": len(names), "seed": args.seed, "mask": args.mask, "marks": args.marks, "restore_scale": args.restore_scale,
         "settings": changes,
         "restored_ge32_flagged": float(np.mean(rec32)) if rec32 else None, "restored_ge32": len(rec32),
         "restored_16_32_flagged": float(np.mean(rec16)) if rec16 else None, "restored_16_32": len(rec16),
         "masked_ge32_flagged": float(np.mean(masked_flags)) if masked_flags else None, "masked_ge32": len(masked_flags),
+        "restored_ge32_flagged_by_occlusion": {k: float(np.mean(v)) if v else None for k, v in by_occlusion.items()},
         "findings_per_clean_output": float(np.mean(clean_counts)),
         "clean_outputs_with_findings": float(np.mean(np.array(clean_counts) > 0)),
         "audit_seconds_per_image": float(np.mean(seconds)),
     }
-    print(f"\naudit recall on {len(names)} WIDER photos (mask {args.mask}, {args.per_image} faces restored each "
+    print(f"\naudit recall on {len(names)} WIDER photos (mask {args.mask}, marks {args.marks}, {args.per_image} faces restored each "
           f"x{args.restore_scale}, seed {args.seed}; {np.mean(seconds):.1f} s per audited photo; settings {changes})")
     print(f"  restored faces >= 32 px flagged : {share(rec32)}   (target >= 95 %)")
+    print(f"    by WIDER occlusion: none {share(by_occlusion[0])}, partial {share(by_occlusion[1])}, "
+          f"heavy {share(by_occlusion[2])}")
     print(f"  restored faces 16-32 px flagged : {share(rec16)}")
     print(f"  masked faces >= 32 px flagged   : {share(masked_flags)}   (false alarms)")
     print(f"  findings per clean output       : {np.mean(clean_counts):.2f} "
@@ -187,9 +217,11 @@ def main() -> int:
                        against_masked_ge32_matched=float(np.mean(leak_false)) if leak_false else None,
                        against_restored_ge32_flagged=float(np.mean(both32)) if both32 else None,
                        against_restored_16_32_flagged=float(np.mean(both16)) if both16 else None,
-                       against_masked_ge32_flagged=float(np.mean(both_false)) if both_false else None)
+                       against_masked_ge32_flagged=float(np.mean(both_false)) if both_false else None,
+                       against_findings_per_clean_output=float(np.mean(both_clean)))
         print(f"  --against (suspect or unchanged input face): restored >= 32 px flagged {share(both32)}, "
-              f"16-32 px {share(both16)}, masked >= 32 px flagged {share(both_false)}")
+              f"16-32 px {share(both16)}, masked >= 32 px flagged {share(both_false)}, "
+              f"findings per clean output {np.mean(both_clean):.2f}")
         print(f"  --against: restored >= 32 px matched {share(leak_hit)}, masked >= 32 px matched {share(leak_false)}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
