@@ -69,3 +69,23 @@ def test_settings_from_seconds():
     s = TrackerSettings.from_seconds(30, hold_before=0.3, hold_after=0.5, max_gap=0.5)
     assert (s.hold_before, s.hold_after, s.max_gap) == (9, 15, 15)
     assert s.lookahead == 15
+
+
+def test_jump_holds_the_new_box_before_it():
+    # A still face at x 0..20 for 10 frames, then the track jumps to a box 26 px right that does
+    # not overlap the prediction (linked by distance): a missed face handed over to a neighbour.
+    s = TrackerSettings(hold_before=3, hold_after=0, max_gap=3)
+    still = {f: [[0, 0, 20, 20]] for f in range(10)}
+    dets = {**still, **{f: [[26, 0, 46, 20]] for f in range(10, 16)}}
+    out = dict(_run(dets, 16, s))
+    assert len({int(t) for f in out for t in out[f].track_ids}) == 1  # still one linked track
+    assert len(out[6]) == 1  # beyond hold_before: only the detection
+    for f in (7, 8, 9):
+        held = out[f][out[f].sources == "held"]
+        assert len(held) == 1
+        np.testing.assert_allclose((held.boxes[0, 0] + held.boxes[0, 2]) / 2, 36, atol=1e-4)
+        np.testing.assert_allclose(held.widths[0], 20 * (1 + s.growth * (10 - f)), atol=1e-4)
+    # a lone stray detection after the jump (fewer than jump_hits) adds no mask before it
+    stray = {**still, 10: [[26, 0, 46, 20]], 11: [[26, 0, 46, 20]]}
+    out = dict(_run(stray, 16, s))
+    assert all(list(out[f].sources) == ["detected"] for f in (7, 8, 9))
