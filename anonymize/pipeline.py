@@ -19,7 +19,6 @@ import numpy as np
 from .atomic import atomic_output
 from .config import Options
 from .detectors import DETECTORS, Detector, create as create_detector
-from .detectors.centerface import CenterFace
 from .detectors.tta import PHOTO
 from .errors import AnonymizeError, DetectError, ModelError
 from .ffmpeg_tools import Probe, probe
@@ -49,14 +48,6 @@ MARK_DETECTORS = {"heads": "head", "persons": "person", "plates": "text", "text"
 BOX_KINDS = ("text", "person", "frame")
 
 
-def _edged(detector: Detector, edge: float) -> Detector:
-    """``detector`` with ``Options.edge_detect`` applied: every CenterFace pass (plain or
-    test-time augmented) reflects its input by ``edge`` pixels; other detectors are unchanged."""
-    if edge > 0 and isinstance(detector, CenterFace):
-        detector.edge = float(edge)
-    return detector
-
-
 class Engine:
     """Detectors and mask, built once and reused for every file of a run."""
 
@@ -64,15 +55,15 @@ class Engine:
         self.options = options
         self.detector = None
         if "faces" in options.marks:
-            self.detector = _edged(create_detector(options.detector, threshold=options.threshold,
-                                                   scale=options.detect_scale, threads=options.threads,
-                                                   pad=options.pad), options.edge_detect)
+            self.detector = create_detector(options.detector, threshold=options.threshold,
+                                            scale=options.detect_scale, threads=options.threads, pad=options.pad,
+                                            edge=options.edge_detect)
         # cheap pass for the frames between full detections (video with detect_every > 1)
         self.between = None
         if self.detector is not None and options.detect_every > 1 and options.between_scale > 0:
-            self.between = _edged(create_detector(options.detector, threshold=options.threshold,
-                                                  scale=options.detect_scale * options.between_scale,
-                                                  threads=options.threads, pad=options.pad), options.edge_detect)
+            self.between = create_detector(options.detector, threshold=options.threshold,
+                                           scale=options.detect_scale * options.between_scale, threads=options.threads,
+                                           pad=options.pad, edge=options.edge_detect)
         #: detectors of the other marks, by registry name (one text detector serves plates and text)
         self.mark_detectors: dict[str, Detector] = {}
         for mark in options.marks:
@@ -97,8 +88,8 @@ class Engine:
                 kwargs = dict(PHOTO, pad=o.pad)
             if o.photo_threshold is not None:
                 kwargs["threshold"] = o.photo_threshold
-            self._photo_detector = _edged(create_detector(o.photo_detector, scale=o.detect_scale, threads=o.threads,
-                                                          **kwargs), o.edge_detect)
+            self._photo_detector = create_detector(o.photo_detector, scale=o.detect_scale, threads=o.threads,
+                                                   edge=o.edge_detect, **kwargs)
         return self._photo_detector
 
     def models(self) -> list[dict]:

@@ -60,7 +60,7 @@ class CenterFaceTTA(CenterFace):
     bench/detector_recall.py).
 
     Args:
-        threshold, scale, threads, nms_iou, pad: as :class:`CenterFace`; ``scale`` multiplies
+        threshold, scale, threads, nms_iou, pad, edge: as :class:`CenterFace`; ``scale`` multiplies
             every pass's own scale, and ``pad`` is applied once, to the fused boxes.
         scales: whole-frame passes, as resize factors (e.g. ``(1.0, 0.5)``).
         flip: also run each whole-frame pass on the mirrored frame; or a tuple of the scales
@@ -83,7 +83,8 @@ class CenterFaceTTA(CenterFace):
                  pad: float = 2.0, scales: tuple[float, ...] = (1.0,), flip: bool = True, tiles: int = 0,
                  tile_scale: float = 1.5, tile_overlap: float = 0.1, fuse_iou: float = 0.5,
                  fusion: str = "wbf", vote: float | None = None, vote_sum: float | None = None,
-                 tall: tuple[float, float] | None = None, grow: tuple[float, float] | None = None) -> None:
+                 tall: tuple[float, float] | None = None, grow: tuple[float, float] | None = None,
+                 edge: float = 0.0) -> None:
         if not scales and not tiles:
             raise ValueError("need at least one pass (scales or tiles)")
         if any(s <= 0 for s in scales) or tile_scale <= 0 or not 0 <= tile_overlap < 1:
@@ -98,7 +99,7 @@ class CenterFaceTTA(CenterFace):
             raise ValueError("grow needs tall and is a (factor >= 1, below) pair")
         if fusion not in MODES:
             raise ValueError(f"fusion must be one of {MODES}, got {fusion!r}")
-        super().__init__(threshold=threshold, scale=scale, threads=threads, nms_iou=nms_iou, pad=pad)
+        super().__init__(threshold=threshold, scale=scale, threads=threads, nms_iou=nms_iou, pad=pad, edge=edge)
         self.scales, self.tiles = tuple(float(s) for s in scales), int(tiles)
         self.flip = bool(flip) if isinstance(flip, (bool, int)) else tuple(float(s) for s in flip)
         self.tile_scale, self.tile_overlap = float(tile_scale), float(tile_overlap)
