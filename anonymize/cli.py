@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-reach", type=float, default=D.edge_reach,
                    help="grow faces cut by the frame edge past it by this share of their size; "
                         f"0 = off (default {D.edge_reach})")
+    p.add_argument("--video-margin", type=float, default=D.video_margin,
+                   help="video: grow every face mask by this share of the frame's shorter side per side "
+                        f"(boxes jitter between frames; 0 = off, default {D.video_margin})")
     p.add_argument("--edge-detect", type=float, default=D.edge_detect,
                    help="reflect the face detector's input by this many pixels per side, so faces cut by "
                         f"the frame edge look whole (e.g. 32; 0 = off, default {D.edge_detect})")
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs < 0:
             raise InputError("--jobs must be >= 0")
         options = Options().updated(
-            mask=args.mask, mask_scale=args.mask_scale, mask_shape=args.mask_shape, edge_reach=args.edge_reach, edge_detect=args.edge_detect, threshold=args.threshold,
+            mask=args.mask, mask_scale=args.mask_scale, mask_shape=args.mask_shape, edge_reach=args.edge_reach, video_margin=args.video_margin, edge_detect=args.edge_detect, threshold=args.threshold,
             detector=args.detector, photo_detector=args.photo_detector, photo_threshold=args.photo_threshold, pad=args.pad, detect_scale=args.detect_scale, detect_every=args.detect_every, between_scale=args.between_scale,
             hold_before=args.hold_before, hold_after=args.hold_after,
             audio="keep" if args.keep_audio else args.audio, marks=args.marks, marks_every=args.marks_every,

@@ -22,7 +22,7 @@ from .detectors import DETECTORS, Detector, create as create_detector
 from .detectors.tta import PHOTO
 from .errors import AnonymizeError, DetectError, ModelError
 from .ffmpeg_tools import Probe, probe
-from .masks import create_mask, head_boxes, reach_edges
+from .masks import create_mask, head_boxes, reach_edges, widen
 from .photo import read_photo, write_photo
 from .regions import Regions
 from .report import FileReport
@@ -116,9 +116,10 @@ class Engine:
             h, w = image.shape[:2]
             return Regions(np.array([[0, 0, w, h]], np.float32), kinds=["frame"])
 
-    def mask_regions(self, regions: Regions, width: int, height: int) -> Regions:
-        """Detected boxes -> the regions that get masked (faces grow to head size, and past the
-        frame edge when they are cut by it: :func:`~anonymize.masks.reach_edges`).
+    def mask_regions(self, regions: Regions, width: int, height: int, margin: float = 0.0) -> Regions:
+        """Detected boxes -> the regions that get masked (faces grow to head size, past the
+        frame edge when they are cut by it: :func:`~anonymize.masks.reach_edges`, and by
+        ``margin`` pixels on every side: :func:`~anonymize.masks.widen`, used for video).
 
         Boxes are *not* clipped to the frame: an ellipse redrawn inside a clipped box would be
         smaller than the true one and leave part of an edge face visible. The masks clip while
@@ -127,6 +128,7 @@ class Engine:
         heads = head_boxes(regions, self.options.mask_scale)
         if self.options.edge_reach > 0:
             heads = reach_edges(heads, width, height, self.options.edge_reach)
+        heads = widen(heads, margin)
         b = heads.boxes
         inside = (b[:, 2] > 0) & (b[:, 3] > 0) & (b[:, 0] < width) & (b[:, 1] < height)
         return heads[inside]
@@ -235,7 +237,7 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
                     encoder_thread = threading.Thread(target=encode, args=(encoder,), name="encode", daemon=True)
                     encoder_thread.start()
                     report.width, report.height = w, h
-                masked = engine.mask_regions(regions, w, h)
+                masked = engine.mask_regions(regions, w, h, engine.options.video_margin * min(w, h))
                 engine.apply(item.image, masked)
                 report.add_frame(item.index, item.pts, masked, engine.shapes(masked))
                 if not _put(masked_q, item, stop):

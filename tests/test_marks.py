@@ -13,7 +13,7 @@ import skimage.data
 from anonymize import Anonymizer
 from anonymize.cli import main as cli_main
 from anonymize.config import Options
-from anonymize.masks import reach_edges
+from anonymize.masks import reach_edges, widen
 from anonymize.regions import Regions
 
 from .conftest import decode_frames, ff
@@ -149,3 +149,9 @@ def test_reach_edges_grows_only_faces_cut_by_the_edge():
     assert reach_edges(r, 640, 480, reach=0).boxes.tolist() == r.boxes.tolist()
     text = Regions(np.array([[-5, 0, 10, 10]], np.float32), kinds=["text"])
     assert reach_edges(text, 640, 480).boxes.tolist() == [[-5, 0, 10, 10]]
+
+
+def test_widen_grows_faces_only_by_the_margin():
+    r = Regions(np.array([[10, 10, 30, 40], [50, 50, 90, 60]], np.float32), kinds=["face", "text"])
+    assert widen(r, 6).boxes.tolist() == [[4, 4, 36, 46], [50, 50, 90, 60]]
+    assert widen(r, 0).boxes.tolist() == r.boxes.tolist()

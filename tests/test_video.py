@@ -36,6 +36,24 @@ def test_face_is_masked_in_every_frame(tmp_path, anonymizer):
     assert np.abs(a[outside] - b[outside]).mean() < 6
 
 
+def test_video_masks_get_the_margin_photos_do_not(tmp_path, anonymizer):
+    # video_margin widens each face mask by a share of the frame's shorter side (360 px here);
+    # the detections are the same, so the regions differ by exactly that margin on every side
+    src = face_clip(tmp_path)
+    plain = Anonymizer(seed=0, marks="faces", video_margin=0).file(src, tmp_path / "plain.mp4")
+    wide = Anonymizer(seed=0, marks="faces", video_margin=0.02).file(src, tmp_path / "wide.mp4")
+    a = [r for f in _frames_of(plain) for r in f["regions"]]
+    b = [r for f in _frames_of(wide) for r in f["regions"]]
+    assert len(a) == len(b) >= 30
+    for r, s in zip(a, b):
+        assert s["x"] == pytest.approx(r["x"] - 7.2, abs=0.6) and s["w"] == pytest.approx(r["w"] + 14.4, abs=1.2)
+    # a photo is one frame: no margin, whatever the option says
+    png = tmp_path / "astro.png"
+    p0 = Anonymizer(seed=0, marks="faces", video_margin=0).file(png, tmp_path / "p0.png")
+    p1 = Anonymizer(seed=0, marks="faces", video_margin=0.02).file(png, tmp_path / "p1.png")
+    assert list(p0.frames())[0]["regions"] == list(p1.frames())[0]["regions"]
+
+
 def test_variable_frame_rate_keeps_timestamps(tmp_path, anonymizer):
     # irregular frame times like a phone under load: gaps of 33, 33, 66, 20, ... ms
     src = tmp_path / "vfr.mp4"
