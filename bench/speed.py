@@ -13,6 +13,11 @@ Rows (medians over ``--runs``):
 * ``anonymize --marks faces`` - faces only, to price the other default marks (``--no-marks-row``: skip);
 * ``deface`` - deface 1.5.0's CLI with ``--keep-audio`` (its defaults otherwise).
 
+Runs go round-robin (run 1 of every tool, then run 2, ...). Besides wall time each row has CPU
+seconds (user + system of the tool and the ffmpeg processes it waits for): on a machine shared
+with other jobs the wall time of a tool depends on when it ran, its CPU seconds much less, so
+"deface / this (CPU)" is the fairer ratio there.
+
 Peak memory is the largest sum of RSS over the process tree (the tool and its ffmpeg children),
 sampled every 50 ms. Photos: seconds per 1080p photo through the warm API, full-quality detection.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -79,9 +85,12 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def timed(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak tree RSS (bytes) of one command."""
+def timed(cmd: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak tree RSS (bytes) and CPU seconds (user + system, the command and every
+    child it waited for, e.g. its ffmpeg processes) of one command. CPU seconds barely move when
+    other jobs load the machine, so they compare tools run at different moments more fairly."""
     peak = 0
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     done = threading.Event()
@@ -98,9 +107,11 @@ def timed(cmd: list[str]) -> tuple[float, int]:
     done.set()
     t.join()
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed: {err.decode(errors='replace')[-800:]}")
-    return wall, peak
+    return wall, peak, cpu
 
 
 def frame_count(path: Path) -> int:
@@ -124,19 +135,28 @@ def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: b
         "deface": ([str(Path(sys.executable).with_name("deface")), str(clip), "-o", str(work / "deface.mp4"),
                     "--keep-audio"], deface_runs),
     }
+    # round-robin (run 1 of every tool, then run 2, ...) so that a change in the machine's other
+    # load during the benchmark falls on every tool alike
+    samples: dict[str, list] = {name: [] for name, (_, n) in tools.items() if n > 0}
+    for i in range(max(n for _, n in tools.values())):
+        for name, (cmd, n) in tools.items():
+            if i < n:
+                samples[name].append(timed(cmd))
+                print(f"  {name} run {i + 1}: {samples[name][-1][0]:.1f} s wall, {samples[name][-1][2]:.1f} s CPU",
+                      flush=True)
     rows = []
-    for name, (cmd, n) in tools.items():
-        if n <= 0:
-            continue
-        samples = [timed(cmd) for _ in range(n)]
-        wall = statistics.median(s[0] for s in samples)
-        rows.append({"tool": name, "clip": clip.name, "frames": frames, "runs": n, "seconds": round(wall, 2),
-                     "fps": round(frames / wall, 2), "peak_mb": round(max(s[1] for s in samples) / 2**20)})
+    for name, got in samples.items():
+        wall = statistics.median(s[0] for s in got)
+        cpu = statistics.median(s[2] for s in got)
+        rows.append({"tool": name, "clip": clip.name, "frames": frames, "runs": len(got), "seconds": round(wall, 2),
+                     "fps": round(frames / wall, 2), "cpu_s": round(cpu, 1),
+                     "peak_mb": round(max(s[1] for s in got) / 2**20)})
         print(json.dumps(rows[-1]), flush=True)
-    base = {r["tool"]: r["seconds"] for r in rows}
+    base = {r["tool"]: r for r in rows}
     for r in rows:
-        r["x_ffmpeg"] = round(r["seconds"] / base["ffmpeg"], 2) if "ffmpeg" in base else None
-        r["deface_x_slower"] = round(base["deface"] / r["seconds"], 2) if "deface" in base else None
+        r["x_ffmpeg"] = round(r["seconds"] / base["ffmpeg"]["seconds"], 2) if "ffmpeg" in base else None
+        r["deface_x_slower"] = round(base["deface"]["seconds"] / r["seconds"], 2) if "deface" in base else None
+        r["deface_x_cpu"] = round(base["deface"]["cpu_s"] / r["cpu_s"], 2) if "deface" in base else None
     return rows
 
 
@@ -168,13 +188,14 @@ def photo_rows(n: int, work: Path, **options) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| clip | tool | fps | seconds | x bare ffmpeg | deface / this | x faces only | peak MB |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| clip | tool | fps | seconds | CPU s | x bare ffmpeg | deface / this (wall) | deface / this (CPU) "
+           "| x faces only | peak MB |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     faces = {r["clip"]: r["seconds"] for r in rows if r["tool"] == "anonymize --marks faces"}
     for r in rows:
         ratio = round(r["seconds"] / faces[r["clip"]], 2) if r["clip"] in faces and r["tool"] == "anonymize" else ""
-        out.append(f"| {r['clip']} | {r['tool']} | {r['fps']} | {r['seconds']} | {r['x_ffmpeg']} | "
-                   f"{r['deface_x_slower']} | {ratio} | {r['peak_mb']} |")
+        out.append(f"| {r['clip']} | {r['tool']} | {r['fps']} | {r['seconds']} | {r['cpu_s']} | {r['x_ffmpeg']} | "
+                   f"{r['deface_x_slower']} | {r['deface_x_cpu']} | {ratio} | {r['peak_mb']} |")
     return "\n".join(out)
 
 
