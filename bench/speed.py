@@ -1,6 +1,7 @@
 """Speed and memory: this project's default against a bare ffmpeg transcode and deface 1.5.0.
 
-    python bench/speed.py [--seconds 30] [--runs 3] [--deface-runs 1] [--4k] [--photos 30]
+    python bench/speed.py [--seconds 30] [--runs 3] [--deface-runs 1] [--4k [--4k-seconds 10]] [--photos 30]
+    python bench/speed.py --seconds 0 --4k --4k-seconds 2 --runs 1 --deface-runs 0 --photos 0   # 4K only
 
 The test clip is 1080p 30 fps with faces and an audio track, made by the shared
 ``eval/tools/make_video.py`` from a WIDER crowd photo (cached under /tmp/anonymize-bench/speed),
@@ -204,7 +205,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--deface-runs", type=int, default=1)
-    ap.add_argument("--4k", dest="uhd", action="store_true", help="also a 3840x2160 clip (10 s)")
+    ap.add_argument("--4k", dest="uhd", action="store_true", help="also a 3840x2160 clip")
+    ap.add_argument("--4k-seconds", dest="uhd_seconds", type=float, default=10, help="length of the 4K clip")
     ap.add_argument("--photos", type=int, default=20)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-marks-row", dest="marks_row", action="store_false")
@@ -213,9 +215,11 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        rows = video_rows(make_clip("1920x1080", a.seconds), a.runs, a.deface_runs, work, a.marks_row) if a.video else []
+        rows = []
+        if a.video and a.seconds > 0:  # --seconds 0: skip the 1080p clip (e.g. 4K only)
+            rows += video_rows(make_clip("1920x1080", a.seconds), a.runs, a.deface_runs, work, a.marks_row)
         if a.uhd and a.video:
-            rows += video_rows(make_clip("3840x2160", 10), a.runs, a.deface_runs, work, a.marks_row)
+            rows += video_rows(make_clip("3840x2160", a.uhd_seconds), a.runs, a.deface_runs, work, a.marks_row)
         photos = (photo_rows(a.photos, work) + photo_rows(a.photos, work, marks="faces")) if a.photos else []
     print(markdown(rows))
     print(f"load average after: {os.getloadavg()}")
