@@ -161,6 +161,40 @@ def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: b
     return rows
 
 
+def looped_clip(seconds: float) -> Path:
+    """The bundled sample clip (a few faces, made by this project) scaled to 1080p once and then
+    looped by stream copy (so long clips are made in seconds) to ``seconds``."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    base = CACHE / "sample_1920x1080.mp4"
+    if not base.exists():
+        subprocess.run([ffmpeg(), "-v", "error", "-y", "-i", str(ROOT / "sample_media" / "crowd.mp4"), "-an",
+                        "-vf", "scale=1920:1080", "-c:v", "libx264", "-crf", "20", "-g", "30", str(base)], check=True)
+    out = CACHE / f"loop_1920x1080_{seconds:g}s.mp4"
+    if not out.exists():
+        subprocess.run([ffmpeg(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(base), "-t", str(seconds),
+                        "-c", "copy", str(out)], check=True)
+    return out
+
+
+def memory_rows(lengths: list[float], extra: list[str], work: Path) -> list[dict]:
+    """Peak memory of our CLI on the same 1080p clip looped to each length: it must not grow.
+
+    ``extra`` are CLI flags that shorten the run (e.g. ``--detect-scale 0.25``): the frame
+    buffers, queues and encoder are the same at any detection scale, and what could grow with
+    the length of a video (tracker state, the report's frame records, queued frames) is
+    exercised the same way."""
+    rows = []
+    for seconds in lengths:
+        clip = looped_clip(seconds)
+        wall, peak, cpu = timed([sys.executable, "-m", "anonymize", str(clip), "-o", str(work / "mem.mp4"), "-q",
+                                 "--report", str(work / "mem.json"), *extra])
+        frames = frame_count(clip)
+        rows.append({"tool": "anonymize " + " ".join(extra), "clip": clip.name, "frames": frames,
+                     "seconds": round(wall, 1), "fps": round(frames / wall, 2), "cpu_s": round(cpu, 1), "peak_mb": round(peak / 2**20)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def photo_rows(n: int, work: Path, **options) -> list[dict]:
     """Seconds per photo, each resized to 1920x1080, through one warm Anonymizer(**options)."""
     import cv2
@@ -195,8 +229,8 @@ def markdown(rows: list[dict]) -> str:
     faces = {r["clip"]: r["seconds"] for r in rows if r["tool"] == "anonymize --marks faces"}
     for r in rows:
         ratio = round(r["seconds"] / faces[r["clip"]], 2) if r["clip"] in faces and r["tool"] == "anonymize" else ""
-        out.append(f"| {r['clip']} | {r['tool']} | {r['fps']} | {r['seconds']} | {r['cpu_s']} | {r['x_ffmpeg']} | "
-                   f"{r['deface_x_slower']} | {r['deface_x_cpu']} | {ratio} | {r['peak_mb']} |")
+        out.append(f"| {r['clip']} | {r['tool']} | {r['fps']} | {r['seconds']} | {r['cpu_s']} | {r.get('x_ffmpeg', '')} | "
+                   f"{r.get('deface_x_slower', '')} | {r.get('deface_x_cpu', '')} | {ratio} | {r['peak_mb']} |")
     return "\n".join(out)
 
 
@@ -208,6 +242,11 @@ def main() -> None:
     ap.add_argument("--4k", dest="uhd", action="store_true", help="also a 3840x2160 clip")
     ap.add_argument("--4k-seconds", dest="uhd_seconds", type=float, default=10, help="length of the 4K clip")
     ap.add_argument("--photos", type=int, default=20)
+    ap.add_argument("--memory", type=lambda t: [float(x) for x in t.split(",")], default=[],
+                    help="clip lengths in seconds (e.g. 30,300): peak memory of our CLI on the bundled sample "
+                         "clip, scaled to 1080p and looped to each length (see --memory-args)")
+    ap.add_argument("--memory-args", default="--marks faces --detect-scale 0.25 --quality fast",
+                    help="CLI flags for the --memory runs (default: %(default)s, to keep long clips quick)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-marks-row", dest="marks_row", action="store_false")
     ap.add_argument("--no-video", dest="video", action="store_false", help="photos only")
@@ -220,6 +259,8 @@ def main() -> None:
             rows += video_rows(make_clip("1920x1080", a.seconds), a.runs, a.deface_runs, work, a.marks_row)
         if a.uhd and a.video:
             rows += video_rows(make_clip("3840x2160", a.uhd_seconds), a.runs, a.deface_runs, work, a.marks_row)
+        if a.memory:
+            rows += memory_rows(a.memory, a.memory_args.split(), work)
         photos = (photo_rows(a.photos, work) + photo_rows(a.photos, work, marks="faces")) if a.photos else []
     print(markdown(rows))
     print(f"load average after: {os.getloadavg()}")
