@@ -156,7 +156,9 @@ def test_plate_found(det):
 def test_natural_images_without_text(det, name):
     img = _bgr(getattr(skimage.data, name)())
     r = det.detect(img)
-    assert len(r) <= 1
+    # the inverted pass (TextDetector.inverted_side) adds small false positives: a star of the
+    # astronaut's flag and a zipper (0.6 % of the image), the camera in the cameraman photo
+    assert len(r) <= 2
     assert masked(r, *img.shape[:2]).mean() < 0.01
 
 
@@ -178,10 +180,12 @@ def test_boxes_in_frame_pixels_on_odd_sizes(det, h, w):
     assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all() and (b[:, 2] <= w).all() and (b[:, 3] <= h).all()
     mask = masked(r, h, w)
     assert mask[ink].all()
-    # The box hugs the text (no axis stretched the wrong way): IoU-like tightness on each axis.
-    (box,) = b
-    assert box[0] > quad[:, 0].min() - 2 * cap and box[2] < quad[:, 0].max() + 2 * cap
-    assert box[1] > quad[:, 1].min() - 2 * cap and box[3] < quad[:, 1].max() + 2 * cap
+    # Every box hugs the text (no axis stretched the wrong way): IoU-like tightness on each axis.
+    # Both passes find this text: the frame's and the inverted frame's (at another input size).
+    assert len(b) == 2
+    for box in b:
+        assert box[0] > quad[:, 0].min() - 2 * cap and box[2] < quad[:, 0].max() + 2 * cap
+        assert box[1] > quad[:, 1].min() - 2 * cap and box[3] < quad[:, 1].max() + 2 * cap
 
 
 def test_input_size_and_options():
@@ -190,5 +194,7 @@ def test_input_size_and_options():
     assert d.input_size(300, 200) == (224, 320)  # never enlarged, only rounded up
     with pytest.raises(ValueError):
         TextDetector(max_side=16)
+    with pytest.raises(ValueError):
+        TextDetector(inverted_side=16)
     with pytest.raises(ValueError):
         TextDetector(max_height=0)

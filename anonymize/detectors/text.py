@@ -83,6 +83,15 @@ class TextDetector(Detector):
             the clean photos from 12.8 % to 8.1 % masked and lost no target; text whose letters
             are taller than about a third of the frame is no longer masked. 1.0 disables it.
         max_regions: at most this many regions per frame, the highest-scoring first.
+        inverted_side: a second pass over the *inverted* frame (255 - pixels), shrunk so its
+            longer side is at most this many pixels, its regions added to the first pass's; 0
+            disables it. The network finds dark text on light ground far better than the
+            reverse, and inverting swaps them: on bench/marks.py (100 photos) text straight
+            over a busy scene >= 16 px went 87.9 -> 92.0 % (held-out seed 1: 86.2 -> 89.2 %),
+            signs and plates stayed at 100 %, for 1.45x the text detector's time and about 3.5
+            more points of the frame masked outside the targets (clean photos +0.7). The same
+            pass at 960 gained 0.5 point more for 2x the time; contrast enhancement (CLAHE,
+            local contrast normalisation, unsharp masking) gained less than inversion.
     """
 
     kinds = ("text",)
@@ -90,7 +99,8 @@ class TextDetector(Detector):
     def __init__(self, threshold: float | None = None, scale: float | None = None, threads: int = 0,
                  model: str = "ppocr-det-v6s", max_side: int = 960, bin_threshold: float = 0.3,
                  box_threshold: float = 0.5, unclip: float = 1.5, pad: float = 0.15,
-                 max_height: float = 0.25, max_regions: int = 1000, **_ignored) -> None:
+                 max_height: float = 0.25, max_regions: int = 1000, inverted_side: int = 640,
+                 **_ignored) -> None:
         del threshold, scale  # the face detector's settings (see the class docstring)
         if max_side < _ALIGN:
             raise ValueError(f"max_side must be >= {_ALIGN}, got {max_side}")
@@ -98,31 +108,37 @@ class TextDetector(Detector):
             raise ValueError("bin_threshold must be in (0, 1) and box_threshold in [0, 1)")
         if unclip < 0 or pad < 0:
             raise ValueError("unclip and pad must be >= 0")
+        if inverted_side and inverted_side < _ALIGN:
+            raise ValueError(f"inverted_side must be 0 or >= {_ALIGN}, got {inverted_side}")
         if not 0 < max_height <= 1:
             raise ValueError(f"max_height must be in (0, 1], got {max_height}")
         if model not in _NORMS:
             raise ValueError(f"model must be one of {sorted(_NORMS)}, got {model!r}")
         self.max_side, self.bin_threshold, self.box_threshold = int(max_side), float(bin_threshold), float(box_threshold)
         self.unclip, self.pad, self.max_regions = float(unclip), float(pad), int(max_regions)
-        self.model, self.max_height = model, float(max_height)
+        self.model, self.max_height, self.inverted_side = model, float(max_height), int(inverted_side)
         mean, std = (np.asarray(v, np.float64) for v in _NORMS[model])
         # x * scale + shift per channel == (x / 255 - mean) / std
         self._scale, self._shift = (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
         self._session = cpu_session(str(model_path(model)), threads)
         self._input = self._session.get_inputs()[0].name
 
-    def input_size(self, h: int, w: int) -> tuple[int, int]:
-        """Network input (width, height): shrunk to ``max_side``, sides rounded up to multiples of 32."""
-        ratio = min(1.0, self.max_side / max(h, w))
+    def input_size(self, h: int, w: int, max_side: int | None = None) -> tuple[int, int]:
+        """Network input (width, height): shrunk to ``max_side`` (default: the detector's), sides
+        rounded up to multiples of 32."""
+        ratio = min(1.0, (max_side or self.max_side) / max(h, w))
         sw, sh = max(round(w * ratio), 1), max(round(h * ratio), 1)
         return int(np.ceil(sw / _ALIGN) * _ALIGN), int(np.ceil(sh / _ALIGN) * _ALIGN)
 
-    def probability(self, frame: np.ndarray) -> np.ndarray:
-        """The network's text probability map (h_in x w_in float32) for a BGR uint8 frame."""
+    def probability(self, frame: np.ndarray, max_side: int | None = None, invert: bool = False) -> np.ndarray:
+        """The network's text probability map (h_in x w_in float32) for a BGR uint8 frame, shrunk
+        to ``max_side`` (default: the detector's) and, with ``invert``, inverted."""
         h, w = frame.shape[:2]
-        w_in, h_in = self.input_size(h, w)
+        w_in, h_in = self.input_size(h, w, max_side)
         # BGR, as PaddleOCR feeds cv2-decoded images. Resize in uint8 (cheap), normalise once.
         resized = frame if (w_in, h_in) == (w, h) else cv2.resize(frame, (w_in, h_in), interpolation=cv2.INTER_AREA)
+        if invert:
+            resized = 255 - resized
         blob = np.empty((1, 3, h_in, w_in), np.float32)
         for c in range(3):
             np.multiply(resized[:, :, c], self._scale[c], out=blob[0, c], casting="unsafe")
@@ -134,7 +150,13 @@ class TextDetector(Detector):
         h, w = frame.shape[:2]
         if h == 0 or w == 0:
             return Regions.empty()
-        prob = self.probability(frame)
+        found = self._regions(self.probability(frame), h, w)
+        if not self.inverted_side:
+            return found
+        return Regions.merge([found, self._regions(self.probability(frame, self.inverted_side, invert=True), h, w)])
+
+    def _regions(self, prob: np.ndarray, h: int, w: int) -> Regions:
+        """A probability map -> text regions in frame pixels."""
         rects, scores = self.rotated_rects(prob)
         if not len(rects):
             return Regions.empty()
