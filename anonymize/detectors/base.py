@@ -12,13 +12,19 @@ from ..regions import Regions
 def cpu_session(model: bytes | str, threads: int = 0):
     """An onnxruntime CPU session for ``model`` (serialized bytes or a path), all graph
     optimizations on, ``threads`` intra-op threads (0 = onnxruntime's default), warnings off
-    (the shipped graphs carry unused initializers that only produce noise)."""
+    (the shipped graphs carry unused initializers that only produce noise).
+
+    onnxruntime's memory pattern (one pre-planned block for all of a run's intermediate tensors)
+    is off: it cost CenterFace's peak memory 2.75 GB instead of 1.6 GB on a 4K frame and 787 MB
+    instead of 500 MB at 1080p, for no measurable speed (1.14 s vs 1.14 s per 4K call). The
+    memory arena stays on (without it 4K calls took 1.8 s)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = int(threads)
     opts.log_severity_level = 3
+    opts.enable_mem_pattern = False
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
