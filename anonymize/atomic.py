@@ -8,13 +8,27 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _read_umask() -> int:
+    """The process umask, without changing it where /proc tells (os.umask can only read it by
+    setting it, which races with other threads creating files)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 @contextlib.contextmanager
 def atomic_output(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` only if the block succeeds.
 
     The temporary file lives in the target folder (same filesystem, so the rename is atomic) under
     a hidden name that keeps the extension, so tools that pick a format by extension still work.
-    On any exception the temporary file is removed and the exception propagates.
+    On any exception the temporary file is removed and the exception propagates. The final file
+    gets the permissions a plainly created file would (0666 minus the umask), not mkstemp's 0600,
+    so that e.g. a web server publishing the output folder can read it.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -23,6 +37,7 @@ def atomic_output(final: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_read_umask())
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

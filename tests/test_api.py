@@ -79,6 +79,25 @@ def test_png_stays_lossless_png(tmp_path, astronaut_bgr):
     assert untouched.mean() > 0.3
 
 
+def test_outputs_get_ordinary_permissions(tmp_path, astronaut_bgr):
+    # written through a mkstemp file (0600) and renamed: the final file must still be readable
+    # as any plainly created file (0666 minus the umask), e.g. by a web server publishing it
+    import os
+
+    from anonymize.atomic import _read_umask
+
+    src = tmp_path / "a.png"
+    cv2.imwrite(str(src), astronaut_bgr)
+    old = os.umask(0o022)
+    try:
+        assert _read_umask() == 0o022
+        anonymize_file(src, tmp_path / "b.png", report=tmp_path / "b.json", seed=0)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "b.png").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
+
+
 @pytest.mark.parametrize("mask", ["solid", "pixelate", "blur"])
 def test_each_mask_style_through_the_api(tmp_path, astronaut_bgr, mask):
     src = tmp_path / "a.png"
