@@ -237,7 +237,8 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
                     encoder_thread = threading.Thread(target=encode, args=(encoder,), name="encode", daemon=True)
                     encoder_thread.start()
                     report.width, report.height = w, h
-                masked = engine.mask_regions(regions, w, h, engine.options.video_margin * min(w, h))
+                    margin = engine.options.video_margin * min(w, h)  # pixels, fixed for the file
+                masked = engine.mask_regions(regions, w, h, margin)
                 engine.apply(item.image, masked)
                 report.add_frame(item.index, item.pts, masked, engine.shapes(masked))
                 if not _put(masked_q, item, stop):
