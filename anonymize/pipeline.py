@@ -217,8 +217,10 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
     def encode(encoder: VideoEncoder) -> None:
         try:
             with encoder:
-                for item in _drain(masked_q, stop):
-                    encoder.write(item.pts, item.image)
+                for item, masked in _drain(masked_q, stop):
+                    # Masks are drawn here, in the encoder's thread, so that drawing them overlaps
+                    # the next frames' detection; a frame is written only after its masks are.
+                    encoder.write(item.pts, engine.apply(item.image, masked))
                 if stop.is_set():
                     raise AnonymizeError("stopped")  # makes the encoder kill ffmpeg, not finish the file
         except BaseException as exc:
@@ -239,9 +241,8 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
                     report.width, report.height = w, h
                     margin = engine.options.video_margin * min(w, h)  # pixels, fixed for the file
                 masked = engine.mask_regions(regions, w, h, margin)
-                engine.apply(item.image, masked)
                 report.add_frame(item.index, item.pts, masked, engine.shapes(masked))
-                if not _put(masked_q, item, stop):
+                if not _put(masked_q, (item, masked), stop):
                     break
                 if on_frame:
                     on_frame(1)

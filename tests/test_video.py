@@ -248,6 +248,26 @@ def test_crashing_detector_stops_cleanly_and_writes_nothing(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_mask_drawing_failure_stops_cleanly_and_writes_nothing(tmp_path):
+    """Masks are drawn in the encoder's thread: a failure there must fail the file closed too."""
+    runner = Anonymizer(seed=0)
+    draw, calls = runner.engine.mask.apply, []
+
+    def flaky(frame, regions, shape="ellipse"):
+        calls.append(1)
+        if len(calls) > 8:
+            raise RuntimeError("boom")
+        return draw(frame, regions, shape)
+
+    runner.engine.mask.apply = flaky
+    src = face_clip(tmp_path, seconds=2)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError, match="boom"):
+        runner.file(src, out)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def test_on_error_mask_frame_masks_whole_frames(tmp_path):
     runner = Anonymizer(seed=0, on_error="mask-frame")
     runner.engine.detector = _Exploding(runner.engine.detector, after=5)
