@@ -84,7 +84,7 @@ class Engine:
             return self.detector  # the same detector with the same settings: share it
         if self._photo_detector is None:
             kwargs = dict(threshold=o.threshold, pad=o.pad)
-            if o.photo_detector == "centerface-tta":
+            if o.photo_detector in ("centerface-tta", "centerface-tta-int8"):
                 kwargs = dict(PHOTO, pad=o.pad)
             if o.photo_threshold is not None:
                 kwargs["threshold"] = o.photo_threshold
@@ -94,6 +94,8 @@ class Engine:
 
     def models(self) -> list[dict]:
         found = self.detector.models() if self.detector else []
+        if self._photo_detector is not None:  # built once a photo was processed; may use other weights
+            found += [m for m in self._photo_detector.models() if m not in found]
         for det in self.mark_detectors.values():
             found += [m for m in det.models() if m not in found]
         return found

@@ -205,3 +205,36 @@ def test_nms_windowed_search_keeps_exactly_the_greedy_result(iou):
         boxes = np.c_[xy, xy + wh].astype(np.float32)
         scores = (rng.choice([0.1, 0.5, 0.9], n) if trial % 2 else rng.random(n)).astype(np.float32)
         assert _nms(boxes, scores, iou).tolist() == _greedy_nms(boxes, scores, iou), trial
+
+
+def test_int8_weights_ship_with_the_package_and_find_faces(astronaut):
+    """The opt-in int8 model is read from this package (sha256-checked) and still finds faces:
+    the astronaut, and nearly every face the float model is sure of on the bundled crowd photo."""
+    from anonymize.models import model_path
+
+    int8 = create("centerface-int8", threshold=0.1, threads=1)
+    assert int8.name == "centerface-int8" and int8.weights == "centerface-int8"
+    (info,) = int8.models()
+    assert info["name"] == "centerface-int8" and info["licence"] == "MIT"
+    assert model_path("centerface-int8").is_file()
+    r = int8.detect(astronaut)
+    assert len(r) == 1 and iou_matrix(r.boxes, ASTRONAUT_FACE)[0, 0] > 0.7
+    crowd = cv2.imread(str(Path(__file__).resolve().parents[1] / "sample_media" / "crowd.jpg"))
+    ref = create("centerface", threshold=0.1, threads=1).detect(crowd)
+    sure = ref.boxes[ref.scores >= 0.3]
+    got = int8.detect(crowd)
+    assert len(sure) >= 5
+    found = (iou_matrix(sure, got.boxes).max(axis=1) >= 0.5).mean()
+    assert found >= 0.95, found
+
+
+def test_int8_photo_detector_is_used_and_reported(tmp_path, astronaut):
+    from anonymize import Anonymizer
+
+    src = tmp_path / "a.png"
+    cv2.imwrite(str(src), astronaut)
+    runner = Anonymizer(seed=0, marks="faces", photo_detector="centerface-tta-int8")
+    report = runner.file(src, tmp_path / "a.out.png")
+    (frame,) = report.frames()
+    assert len(frame["regions"]) == 1
+    assert "centerface-int8" in [m["name"] for m in runner.engine.models()]
