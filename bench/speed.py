@@ -12,7 +12,8 @@ Rows (medians over ``--runs``):
   ``balanced`` preset's x264 preset and CRF, video only, since we drop audio by default);
 * ``anonymize`` - our CLI at its defaults (``anonymize IN -o OUT -q``; marks faces,heads,plates,text);
 * ``anonymize --marks faces`` - faces only, to price the other default marks (``--no-marks-row``: skip);
-* ``deface`` - deface 1.5.0's CLI with ``--keep-audio`` (its defaults otherwise).
+* ``deface`` - deface 1.5.0's CLI with ``--keep-audio`` (its defaults otherwise);
+* ``--also FLAGS`` - our CLI with other flags, e.g. the opt-in int8 detector (repeatable).
 
 Runs go round-robin (run 1 of every tool, then run 2, ...). Besides wall time each row has CPU
 seconds (user + system of the tool and the ffmpeg processes it waits for): on a machine shared
@@ -121,7 +122,8 @@ def frame_count(path: Path) -> int:
     return probe(path).estimated_frames() or 0
 
 
-def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: bool = True) -> list[dict]:
+def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: bool = True,
+               also: list[str] = ()) -> list[dict]:
     from anonymize.video import QUALITY
 
     preset, crf = QUALITY["balanced"]
@@ -136,6 +138,9 @@ def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: b
         "deface": ([str(Path(sys.executable).with_name("deface")), str(clip), "-o", str(work / "deface.mp4"),
                     "--keep-audio"], deface_runs),
     }
+    for k, flags in enumerate(also):  # --also: our CLI with other flags, e.g. the int8 detector
+        tools[f"anonymize {flags}"] = ([sys.executable, "-m", "anonymize", str(clip), "-o", str(work / f"also{k}.mp4"),
+                                        "-q", *flags.split()], runs)
     # round-robin (run 1 of every tool, then run 2, ...) so that a change in the machine's other
     # load during the benchmark falls on every tool alike
     samples: dict[str, list] = {name: [] for name, (_, n) in tools.items() if n > 0}
@@ -249,6 +254,12 @@ def main() -> None:
                     help="CLI flags for the --memory runs (default: %(default)s, to keep long clips quick)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-marks-row", dest="marks_row", action="store_false")
+    ap.add_argument("--also", action="append", default=[], metavar="FLAGS",
+                    help="another video row: our CLI with these flags (repeatable), e.g. "
+                         "'--marks faces --detector centerface-int8 --threshold 0.08'")
+    ap.add_argument("--photo-also", action="append", default=[], metavar="K=V,...",
+                    help="another photo row with these Anonymizer options, e.g. "
+                         "photo_detector=centerface-tta-int8,marks=faces")
     ap.add_argument("--no-video", dest="video", action="store_false", help="photos only")
     a = ap.parse_args()
     print(f"load average before: {os.getloadavg()}", flush=True)
@@ -256,12 +267,14 @@ def main() -> None:
         work = Path(tmp)
         rows = []
         if a.video and a.seconds > 0:  # --seconds 0: skip the 1080p clip (e.g. 4K only)
-            rows += video_rows(make_clip("1920x1080", a.seconds), a.runs, a.deface_runs, work, a.marks_row)
+            rows += video_rows(make_clip("1920x1080", a.seconds), a.runs, a.deface_runs, work, a.marks_row, a.also)
         if a.uhd and a.video:
-            rows += video_rows(make_clip("3840x2160", a.uhd_seconds), a.runs, a.deface_runs, work, a.marks_row)
+            rows += video_rows(make_clip("3840x2160", a.uhd_seconds), a.runs, a.deface_runs, work, a.marks_row, a.also)
         if a.memory:
             rows += memory_rows(a.memory, a.memory_args.split(), work)
         photos = (photo_rows(a.photos, work) + photo_rows(a.photos, work, marks="faces")) if a.photos else []
+        for spec in a.photo_also if a.photos else []:  # e.g. photo_detector=centerface-tta-int8,marks=faces
+            photos += photo_rows(a.photos, work, **dict(kv.split("=", 1) for kv in spec.split(",")))
     print(markdown(rows))
     print(f"load average after: {os.getloadavg()}")
     if a.json:

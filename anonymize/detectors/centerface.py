@@ -215,7 +215,8 @@ class CenterFace(Detector):
 @register("centerface-int8")
 class CenterFaceInt8(CenterFace):
     """:class:`CenterFace` with 8-bit integer weights and activations (``models/build_centerface_int8.py``):
-    opt-in, about 1.7x faster per frame on a CPU, close to but not the same as the float model.
+    opt-in, 1.7-1.8x faster per 1080p call on a CPU (about 10 % end to end with ``--marks faces``,
+    where mask drawing and the encoder take the rest), close to but not the same as the float model.
 
     Measured (``bench/recall.py``, ``--marks faces``): video, six clips, at threshold 0.1: >= 32 px
     99.9 % of face-frames, 6 leaked tracks of 472 (float: 4) at 42.4 % of the frame masked outside
