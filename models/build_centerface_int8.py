@@ -13,7 +13,7 @@ used to build the model (it is only used to measure it, in ``bench/``).
 
 Chosen by a probe of ten variants (MinMax, entropy and percentile calibration, QDQ and QOperator,
 float output heads, more varied calibration frames, dynamic quantization) on 60 WIDER photos:
-this one matched the float model's ground-truth recall (>= 16 px 97.5 vs 96.8 %) at 1.7-1.8x the
+this one matched the float model's ground-truth recall (>= 16 px 97.5 vs 96.8 %) at 1.5-1.8x the
 speed per 1080p frame; keeping the heads in float or more varied frames did not help, dynamic
 quantization was 4x slower than float. Result on this machine: 2,005,759 bytes, rebuilt
 byte-identical; other onnxruntime / onnx / ffmpeg versions may give a different file, so the

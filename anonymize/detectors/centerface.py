@@ -215,7 +215,7 @@ class CenterFace(Detector):
 @register("centerface-int8")
 class CenterFaceInt8(CenterFace):
     """:class:`CenterFace` with 8-bit integer weights and activations (``models/build_centerface_int8.py``):
-    opt-in, 1.7-1.8x faster per 1080p call on a CPU (about 10 % end to end with ``--marks faces``,
+    opt-in, 1.5-1.8x faster per 1080p call on a CPU (about 10 % end to end with ``--marks faces``,
     where mask drawing and the encoder take the rest), close to but not the same as the float model.
 
     Measured (``bench/recall.py``, ``--marks faces``): video, six clips, at threshold 0.1: >= 32 px
