@@ -60,10 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reflect the face detector's input by this many pixels per side, so faces cut by "
                         f"the frame edge look whole (e.g. 32; 0 = off, default {D.edge_detect})")
     p.add_argument("--detector", default=D.detector,
-                   help=f"face detector: centerface, or centerface-tta (flip/scale/tile passes fused: "
-                        f"slower, for photos) (default {D.detector})")
+                   help=f"face detector: centerface; centerface-int8 (8-bit model, faster per frame, use with "
+                        f"--threshold 0.08); centerface-tta (flip/scale/tile passes fused: slower, for photos) "
+                        f"(default {D.detector})")
     p.add_argument("--photo-detector", default=D.photo_detector,
-                   help=f"face detector for photos (default {D.photo_detector}: flipped and padded passes fused)")
+                   help=f"face detector for photos (default {D.photo_detector}: flipped and padded passes fused; "
+                        "centerface-tta-int8: the same on the 8-bit model)")
     p.add_argument("--photo-threshold", type=float,
                    help="score threshold of the photo detector (default: its measured photo setting)")
     p.add_argument("--threshold", type=float, default=D.threshold,
