@@ -426,9 +426,9 @@ def angle_table(results: list[dict]) -> str:
 def configs(args) -> list[dict]:
     """Every combination of the swept detector options."""
     return [{"model": mo, "max_side": m, "bin_threshold": bt, "box_threshold": b, "unclip": u, "pad": p,
-             "max_height": mh, "inverted_side": inv} for mo, m, bt, b, u, p, mh, inv in
+             "max_height": mh, "inverted_side": inv, "swapped_side": sw} for mo, m, bt, b, u, p, mh, inv, sw in
             itertools.product(args.model, args.max_side, args.bin_threshold, args.box_threshold, args.unclip,
-                              args.pad, args.max_height, args.inverted_side)]
+                              args.pad, args.max_height, args.inverted_side, args.swapped_side)]
 
 
 def run_text(args) -> None:
@@ -540,6 +540,8 @@ def main() -> None:
         s.add_argument("--max-side", type=_ints, default=[960])
         s.add_argument("--inverted-side", type=_ints, default=[640],
                        help="second pass on the inverted frame at this size (0 = none)")
+        s.add_argument("--swapped-side", type=_ints, default=[640],
+                       help="third pass on the frame with its colour channels reversed, at this size (0 = none)")
         s.add_argument("--bin-threshold", type=_floats, default=[0.3])
         s.add_argument("--box-threshold", type=_floats, default=[0.5])
         s.add_argument("--unclip", type=_floats, default=[1.5])

@@ -181,8 +181,9 @@ def test_boxes_in_frame_pixels_on_odd_sizes(det, h, w):
     mask = masked(r, h, w)
     assert mask[ink].all()
     # Every box hugs the text (no axis stretched the wrong way): IoU-like tightness on each axis.
-    # Both passes find this text: the frame's and the inverted frame's (at another input size).
-    assert len(b) == 2
+    # All three passes find this text: the frame's, the inverted frame's and the channel-swapped
+    # frame's (the last two at another input size).
+    assert len(b) == 3
     for box in b:
         assert box[0] > quad[:, 0].min() - 2 * cap and box[2] < quad[:, 0].max() + 2 * cap
         assert box[1] > quad[:, 1].min() - 2 * cap and box[3] < quad[:, 1].max() + 2 * cap
@@ -196,5 +197,7 @@ def test_input_size_and_options():
         TextDetector(max_side=16)
     with pytest.raises(ValueError):
         TextDetector(inverted_side=16)
+    with pytest.raises(ValueError):
+        TextDetector(swapped_side=16)
     with pytest.raises(ValueError):
         TextDetector(max_height=0)
