@@ -19,7 +19,7 @@ import numpy as np
 from .atomic import atomic_output
 from .config import Options
 from .detectors import DETECTORS, Detector, create as create_detector
-from .detectors.tta import PHOTO
+from .detectors.tta import PHOTO, CenterFaceTTA
 from .errors import AnonymizeError, DetectError, ModelError
 from .ffmpeg_tools import Probe, probe
 from .masks import create_mask, head_boxes, reach_edges, widen
@@ -84,7 +84,8 @@ class Engine:
             return self.detector  # the same detector with the same settings: share it
         if self._photo_detector is None:
             kwargs = dict(threshold=o.threshold, pad=o.pad)
-            if o.photo_detector in ("centerface-tta", "centerface-tta-int8"):
+            factory = DETECTORS.get(o.photo_detector)
+            if isinstance(factory, type) and issubclass(factory, CenterFaceTTA):  # any weights: the photo setting
                 kwargs = dict(PHOTO, pad=o.pad)
             if o.photo_threshold is not None:
                 kwargs["threshold"] = o.photo_threshold

@@ -21,6 +21,7 @@ shipped file is pinned by its sha256 in ``models/registry.json``.
 """
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import tempfile
@@ -96,8 +97,6 @@ def main() -> int:
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.Percentile,
                         extra_options={"CalibPercentile": 99.999, "CalibStridedMinMax": 6})
-    import hashlib
-
     print(f"{out}: {out.stat().st_size} bytes, sha256 {hashlib.sha256(out.read_bytes()).hexdigest()}")
     return 0
 

@@ -132,7 +132,8 @@ class CenterFace(Detector):
             raise ValueError(f"pad and edge must be >= 0, got {pad}, {edge}")
         self.threshold, self.scale, self.nms_iou = float(threshold), float(scale), float(nms_iou)
         self.pad, self.edge = float(pad), float(edge)
-        graph = _load_graph() if self.weights == "centerface" else model_path(self.weights).read_bytes()
+        # The shipped float graph is rewritten at load time; other weights are used as they are.
+        graph = _load_graph() if self.weights == "centerface" else str(model_path(self.weights))
         self._session = cpu_session(graph, threads)
         self._input = self._session.get_inputs()[0].name
 

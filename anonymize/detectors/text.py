@@ -122,7 +122,7 @@ class TextDetector(Detector):
             raise ValueError("bin_threshold must be in (0, 1) and box_threshold in [0, 1)")
         if unclip < 0 or pad < 0:
             raise ValueError("unclip and pad must be >= 0")
-        if inverted_side and inverted_side < _ALIGN or swapped_side and swapped_side < _ALIGN:
+        if any(side and side < _ALIGN for side in (inverted_side, swapped_side)):
             raise ValueError(f"inverted_side and swapped_side must be 0 or >= {_ALIGN}, got {inverted_side}, "
                              f"{swapped_side}")
         if not 0 < max_height <= 1:
@@ -173,7 +173,7 @@ class TextDetector(Detector):
             found.append(self._regions(self.probability(frame, self.inverted_side, invert=True), h, w))
         if self.swapped_side:
             found.append(self._regions(self.probability(frame, self.swapped_side, swap=True), h, w))
-        return found[0] if len(found) == 1 else Regions.merge(found)
+        return Regions.merge(found)
 
     def _regions(self, prob: np.ndarray, h: int, w: int) -> Regions:
         """A probability map -> text regions in frame pixels."""
