@@ -24,6 +24,7 @@ box's clipped crop only, so 50 regions on a 1080p frame take a few milliseconds.
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -108,12 +109,14 @@ def widen(regions: Regions, margin: float) -> Regions:
 
 def _pixel_window(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
     """Integer pixel range ``(x0, y0, x1, y1)`` touched by ``box``, clipped to the frame; None if empty."""
+    # Plain floats and the math module: this runs once per mask, hundreds of times per crowded
+    # frame, where numpy's per-call overhead on four scalars was 15 % of the drawing time.
     x1, y1, x2, y2 = (float(v) for v in box)
-    if not np.isfinite((x1, y1, x2, y2)).all() or x2 <= x1 or y2 <= y1:
+    if not all(map(math.isfinite, (x1, y1, x2, y2))) or x2 <= x1 or y2 <= y1:
         return None  # zero-area or garbage box: there is nothing to cover
     # floor/ceil: every pixel whose square overlaps the box is included.
-    x0, y0 = max(int(np.floor(x1)), 0), max(int(np.floor(y1)), 0)
-    xe, ye = min(int(np.ceil(x2)), width), min(int(np.ceil(y2)), height)
+    x0, y0 = max(math.floor(x1), 0), max(math.floor(y1), 0)
+    xe, ye = min(math.ceil(x2), width), min(math.ceil(y2), height)
     if xe <= x0 or ye <= y0:
         return None  # wholly outside the frame
     return x0, y0, xe, ye
@@ -228,7 +231,8 @@ class _CellMask(MaskStyle):
         if self.noise:
             # One offset per cell, the same on all channels: brightness jitter, not colour speckle.
             grid += self._cell_noise(track_id, ny, nx)
-        return np.clip(grid, 0, 255).astype(np.uint8).reshape(ny, nx, 3)
+        # np.maximum/np.minimum in place: the same as np.clip, without its wrapper's overhead on a tiny array
+        return np.minimum(np.maximum(grid, 0, out=grid), 255, out=grid).astype(np.uint8).reshape(ny, nx, 3)
 
 
 class PixelateMask(_CellMask):
