@@ -503,6 +503,12 @@ class AuditSettings:
     # the input's false detections on background (unmasked, so unchanged) made 3.2 findings per clean
     # output, at 0.5 1.6 (and recall rose with unchanged_ratio 0.5; bench/audit_recall.py seed 0)
     against_threshold: float = 0.5
+    # --against: RetinaFace score of the input faces that dlib compares with the output (0: the same as
+    # threshold). 0.2 flags more restored faces >= 32 px (bench/audit_recall.py --restore-scale 1.5 --against:
+    # 93.6 -> 96.8 % on seed 1, 96.1 % on seed 0) but also non-faces the input detector scores 0.2-0.5, which
+    # are unmasked and so "recognised": 4.9 -> 7.3 % of masked faces flagged, 7.1 -> 12.8 findings per clean
+    # photo, and a false leak on the tests' astronaut photo. Opt-in (--recognize-threshold 0.2).
+    recognize_threshold: float = 0.0
     unchanged_ratio: float = 0.5  # --against: output differs from input by less than this share of what our mask changes
     keep_audio_ok: bool = False
     threads: int = 0
@@ -642,7 +648,7 @@ class Auditor:
         return found[keep]
 
     def distances(self, image: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Boxes of the faces found in ``ref`` (the input; at least ``min_recognize`` px tall), the
+        """Boxes of the faces found in ``ref`` (the input, at ``recognize_threshold``; at least ``min_recognize`` px tall), the
         descriptor distance between ``ref`` and ``image`` (the output) at each box, and the
         distance between ``ref`` and ``ref`` with that face masked by our own blur mask (the
         yardstick :func:`leaking` compares with)."""
@@ -653,7 +659,7 @@ class Auditor:
         out_rgb = np.ascontiguousarray(image[:h, :w, ::-1])
         ref_bgr = np.ascontiguousarray(ref[:h, :w])
         ref_rgb = np.ascontiguousarray(ref_bgr[:, :, ::-1])
-        found = self.detector.detect(ref_bgr)
+        found = self.detector.merge(self.detector.looks(ref_bgr, self.settings.recognize_threshold or None))
         boxes = found.boxes[found.heights >= self.settings.min_recognize]
         dist, masked = np.zeros(len(boxes), np.float32), np.zeros(len(boxes), np.float32)
         mask = create_mask("blur", seed=0)
@@ -788,6 +794,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agree", type=int, default=d.agree,
                    help="a detection found by this many looks needs no second look: finds more faces, and flags "
                         f"more masked ones (default {d.agree} = off; 2 with --threshold 0.3 is the most sensitive)")
+    p.add_argument("--recognize-threshold", type=float, default=d.recognize_threshold,
+                   help="with --against: detector score of the input faces that face recognition compares with "
+                        f"the output (default {d.recognize_threshold}; 0 = the same as --threshold)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     return p
 
@@ -803,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = audit(args.outputs, args.against, thumbs=args.thumbs, every=args.every, threshold=args.threshold,
                        scale=args.scale, flip=not args.no_flip, big_scale=args.big_scale, agree=args.agree,
-                       keep_audio_ok=args.keep_audio_ok,
+                       recognize_threshold=args.recognize_threshold, keep_audio_ok=args.keep_audio_ok,
                        on_file=lambda p: bar.set_description(p.name[:40]), on_frame=bar.update)
     except (AnonymizeError, ValueError) as exc:
         print(f"anonymize audit: error: {exc}", file=sys.stderr)

@@ -24,8 +24,9 @@ Reported:
   and also real faces our pipeline missed).
 - with ``--against``: share of restored faces (>= 32 px) that the recognition check flags as
   leaks (``anonymize.audit.leaking``), and of masked faces it wrongly flags; and the audit's
-  flags with the original at hand (a suspect, or an input face whose pixels are unchanged:
-  ``Auditor.unchanged``), restored and masked, and its findings per clean output.
+  flags with the original at hand (any finding the audit reports: a suspect, an input face whose
+  pixels are unchanged, ``Auditor.unchanged``, or a recognised face), restored and masked, and
+  its findings per clean output.
 
 Usage::
 
@@ -143,7 +144,7 @@ def main() -> int:
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
     rec32, rec16, masked_flags, clean_counts, leak_hit, leak_false, seconds = [], [], [], [], [], [], []
-    both32, both16, both_false, both_clean = [], [], [], []  # --against: a suspect or an unchanged input face
+    both32, both16, both_false, both_clean = [], [], [], []  # --against: any finding (suspect, unchanged, leak)
     by_occlusion: dict[int, list[bool]] = {0: [], 1: [], 2: []}  # restored >= 32 px, by WIDER's attribute
     with tempfile.TemporaryDirectory(prefix="audit-recall-") as tmp:
         for k, name in enumerate(names):
@@ -181,15 +182,18 @@ def main() -> int:
                       if b[3] >= 32 and c >= 0.8 and not any(touches(b, r) for r in pasted)]
             masked_flags += [flagged(suspects, b) for b in masked]
             if args.against:
-                either = np.concatenate([suspects, auditor.unchanged(restored, original).boxes])
-                for b in restored_boxes:
-                    (both32 if b[3] >= 32 else both16).append(flagged(either, b))
-                both_false += [flagged(either, b) for b in masked]
-                both_clean.append(clean_counts[-1] + len(auditor.unchanged(output, original)))
                 boxes, dist, masked_dist = auditor.distances(restored, original)
                 matches = boxes[leaking(dist, masked_dist)]
                 leak_hit += [flagged(matches, b) for b in restored_boxes if b[3] >= 32]
                 leak_false += [flagged(matches, b) for b in masked]
+                # what `anonymize audit --against` reports: face, unmasked and leak findings together
+                either = np.concatenate([suspects, auditor.unchanged(restored, original).boxes, matches])
+                for b in restored_boxes:
+                    (both32 if b[3] >= 32 else both16).append(flagged(either, b))
+                both_false += [flagged(either, b) for b in masked]
+                clean_dist = auditor.distances(output, original)
+                both_clean.append(clean_counts[-1] + len(auditor.unchanged(output, original))
+                                  + int(leaking(clean_dist[1], clean_dist[2]).sum()))
             print(f"{k + 1}/{len(names)} {name}: {len(gt[name])} faces, restored {len(restored_boxes)}, "
                   f"suspects {len(suspects)}, {seconds[-1]:.1f} s", file=sys.stderr, flush=True)
     figures = {
@@ -219,7 +223,7 @@ def main() -> int:
                        against_restored_16_32_flagged=float(np.mean(both16)) if both16 else None,
                        against_masked_ge32_flagged=float(np.mean(both_false)) if both_false else None,
                        against_findings_per_clean_output=float(np.mean(both_clean)))
-        print(f"  --against (suspect or unchanged input face): restored >= 32 px flagged {share(both32)}, "
+        print(f"  --against (any finding: suspect, unchanged input face, recognised face): restored >= 32 px flagged {share(both32)}, "
               f"16-32 px {share(both16)}, masked >= 32 px flagged {share(both_false)}, "
               f"findings per clean output {np.mean(both_clean):.2f}")
         print(f"  --against: restored >= 32 px matched {share(leak_hit)}, masked >= 32 px matched {share(leak_false)}")

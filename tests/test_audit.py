@@ -93,6 +93,11 @@ def test_against_recognises_a_gaussian_blurred_face(clean, tmp_path):
     assert main([str(blurred), "--against", str(src), "--json", str(report), "-q"]) == EXIT_FOUND
     leaks = _kinds(report)["leak"]
     assert len(leaks) == 1 and leaks[0]["distance"] < 0.6
+    # The input faces that recognition compares are those the detector scores at recognize_threshold
+    # or more: with an impossible score none is compared, so the blurred face is no longer a leak.
+    strict = audit(blurred / "face.png", against=src / "face.png", recognize_threshold=1.01)
+    assert not [f for f in strict.files[0].findings if f.kind == "leak"]
+    assert strict.settings["recognize_threshold"] == 1.01
 
 
 def _no_face_image() -> np.ndarray:
