@@ -604,14 +604,30 @@ class Auditor:
         for box, score in zip(found.boxes, found.scores):
             result.findings.append(self._finding(result, "face", "face-like detection, not masked-looking", image,
                                                  name, index, pts, box, score=round(float(score), 3)))
-        if ref is not None:
-            for box in self.unchanged(image, ref).boxes:
-                result.findings.append(self._finding(result, "unmasked", "a face of the input is unchanged here",
-                                                     image, name, index, pts, box))
-        if ref is not None and self.recognizer is not None:
-            self._leaks(result, name, image, index, pts, ref)
+        if ref is None:
+            return
+        faces = self.input_faces(image, ref)  # once per frame, for both checks below
+        for box in self.unchanged(image, ref, faces).boxes:
+            result.findings.append(self._finding(result, "unmasked", "a face of the input is unchanged here",
+                                                 image, name, index, pts, box))
+        if self.recognizer is not None:
+            self._leaks(result, name, image, index, pts, ref, faces)
 
-    def unchanged(self, image: np.ndarray, ref: np.ndarray) -> Regions:
+    def input_faces(self, image: np.ndarray, ref: np.ndarray) -> Regions:
+        """Face-like detections (all looks) in the input ``ref``, cut to the output ``image``'s size,
+        down to the lower of ``against_threshold`` and the recognition threshold. :meth:`unchanged`
+        and :meth:`distances` each keep those above their own threshold: the same boxes as a
+        detection at that threshold (a box below it can never suppress one above it), for one
+        detection pass on the input instead of two."""
+        h, w = min(image.shape[0], ref.shape[0]), min(image.shape[1], ref.shape[1])
+        low = min(self.settings.against_threshold, self._recognize_threshold)
+        return self.detector.merge(self.detector.looks(np.ascontiguousarray(ref[:h, :w]), low))
+
+    @property
+    def _recognize_threshold(self) -> float:
+        return self.settings.recognize_threshold or self.detector.threshold
+
+    def unchanged(self, image: np.ndarray, ref: np.ndarray, faces: Regions | None = None) -> Regions:
         """Faces of the input ``ref`` that the output ``image`` still carries unmasked.
 
         Every face-like detection in the input (all looks, at ``against_threshold``) is compared
@@ -620,12 +636,12 @@ class Auditor:
         differs from the input there by less than ``unchanged_ratio`` of what masking the input
         with our blur would change (and the box has texture to compare: a flat patch looks the
         same masked or not). Needs no face-recognition model, and works for faces recognition
-        cannot judge (small, profile, occluded).
+        cannot judge (small, profile, occluded). ``faces``: :meth:`input_faces`, if already found.
         """
         h, w = min(image.shape[0], ref.shape[0]), min(image.shape[1], ref.shape[1])
         src = np.ascontiguousarray(ref[:h, :w])
-        found = self.detector.merge(self.detector.looks(src, self.settings.against_threshold))
-        found = found[found.heights >= self.settings.min_face]
+        found = self.input_faces(image, ref) if faces is None else faces
+        found = found[(found.scores >= self.settings.against_threshold) & (found.heights >= self.settings.min_face)]
         if not len(found):
             return found
         from .masks import create_mask
@@ -647,11 +663,13 @@ class Auditor:
             keep[i] = change > 2.0 and diff < self.settings.unchanged_ratio * change
         return found[keep]
 
-    def distances(self, image: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Boxes of the faces found in ``ref`` (the input, at ``recognize_threshold``; at least ``min_recognize`` px tall), the
-        descriptor distance between ``ref`` and ``image`` (the output) at each box, and the
-        distance between ``ref`` and ``ref`` with that face masked by our own blur mask (the
-        yardstick :func:`leaking` compares with)."""
+    def distances(self, image: np.ndarray, ref: np.ndarray,
+                  faces: Regions | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes of the faces found in ``ref`` (the input, at ``recognize_threshold``; at least
+        ``min_recognize`` px tall), the descriptor distance between ``ref`` and ``image`` (the
+        output) at each box, and the distance between ``ref`` and ``ref`` with that face masked by
+        our own blur mask (the yardstick :func:`leaking` compares with). ``faces``:
+        :meth:`input_faces`, if already found."""
         from .masks import create_mask, head_boxes
 
         h, w = min(image.shape[0], ref.shape[0]), min(image.shape[1], ref.shape[1])
@@ -659,8 +677,8 @@ class Auditor:
         out_rgb = np.ascontiguousarray(image[:h, :w, ::-1])
         ref_bgr = np.ascontiguousarray(ref[:h, :w])
         ref_rgb = np.ascontiguousarray(ref_bgr[:, :, ::-1])
-        found = self.detector.merge(self.detector.looks(ref_bgr, self.settings.recognize_threshold or None))
-        boxes = found.boxes[found.heights >= self.settings.min_recognize]
+        found = self.input_faces(image, ref) if faces is None else faces
+        boxes = found.boxes[(found.scores >= self._recognize_threshold) & (found.heights >= self.settings.min_recognize)]
         dist, masked = np.zeros(len(boxes), np.float32), np.zeros(len(boxes), np.float32)
         mask = create_mask("blur", seed=0)
         for i, box in enumerate(boxes):
@@ -671,13 +689,13 @@ class Auditor:
         return boxes, dist, masked
 
     def _leaks(self, result: FileAudit, name: str, image: np.ndarray, index: int | None, pts: float | None,
-               ref: np.ndarray) -> None:
+               ref: np.ndarray, faces: Regions) -> None:
         """Faces of the input that dlib still recognises at the same box in the output."""
         if abs(image.shape[0] - ref.shape[0]) > 1 or abs(image.shape[1] - ref.shape[1]) > 1:
             result.findings.append(Finding("error", f"input is {ref.shape[1]}x{ref.shape[0]}, output "
                                                     f"{image.shape[1]}x{image.shape[0]}: cannot compare", index, pts))
             return
-        boxes, dist, masked = self.distances(image, ref)
+        boxes, dist, masked = self.distances(image, ref, faces)
         for box, distance, yardstick in zip(boxes, dist, masked):
             if leaking(distance, yardstick):
                 detail = (f"the input's face is still recognisable here (distance {distance:.2f} < {MATCH_DISTANCE}; "
