@@ -182,18 +182,19 @@ def main() -> int:
                       if b[3] >= 32 and c >= 0.8 and not any(touches(b, r) for r in pasted)]
             masked_flags += [flagged(suspects, b) for b in masked]
             if args.against:
-                boxes, dist, masked_dist = auditor.distances(restored, original)
+                faces = auditor.input_faces(output, original)  # the same input for both outputs
+                boxes, dist, masked_dist = auditor.distances(restored, original, faces)
                 matches = boxes[leaking(dist, masked_dist)]
                 leak_hit += [flagged(matches, b) for b in restored_boxes if b[3] >= 32]
                 leak_false += [flagged(matches, b) for b in masked]
                 # what `anonymize audit --against` reports: face, unmasked and leak findings together
-                either = np.concatenate([suspects, auditor.unchanged(restored, original).boxes, matches])
+                either = np.concatenate([suspects, auditor.unchanged(restored, original, faces).boxes, matches])
                 for b in restored_boxes:
                     (both32 if b[3] >= 32 else both16).append(flagged(either, b))
                 both_false += [flagged(either, b) for b in masked]
-                clean_dist = auditor.distances(output, original)
-                both_clean.append(clean_counts[-1] + len(auditor.unchanged(output, original))
-                                  + int(leaking(clean_dist[1], clean_dist[2]).sum()))
+                _, clean_dist, clean_masked_dist = auditor.distances(output, original, faces)
+                both_clean.append(clean_counts[-1] + len(auditor.unchanged(output, original, faces))
+                                  + int(leaking(clean_dist, clean_masked_dist).sum()))
             print(f"{k + 1}/{len(names)} {name}: {len(gt[name])} faces, restored {len(restored_boxes)}, "
                   f"suspects {len(suspects)}, {seconds[-1]:.1f} s", file=sys.stderr, flush=True)
     figures = {
