@@ -20,13 +20,15 @@ Reported:
   occluded is often a hand, a sign or the back of a head with no face to see.
 - **masked faces flagged**: the same test on ground-truth faces >= 32 px that our pipeline did
   mask (>= 80 % of the box, the shared metric) and that touch no restored face: false alarms.
-- **findings per clean output**: suspects in the untouched outputs (any, anywhere: false alarms,
-  and also real faces our pipeline missed).
+- **findings per clean output**: suspects in the untouched outputs, split by what they sit on
+  (:func:`kinds`): a ground-truth face our pipeline left under 80 % masked (a true finding), only
+  masked ground-truth faces (a false alarm on a mask), or no labelled face (mostly false alarms:
+  hands, knees, signs, headlights; now and then a face WIDER did not label).
 - with ``--against``: share of restored faces (>= 32 px) that the recognition check flags as
   leaks (``anonymize.audit.leaking``), and of masked faces it wrongly flags; and the audit's
   flags with the original at hand (any finding the audit reports: a suspect, an input face whose
-  pixels are unchanged, ``Auditor.unchanged``, or a recognised face), restored and masked, and
-  its findings per clean output.
+  pixels are unchanged, ``Auditor.unchanged``, or a recognised face, ``Auditor.leaks``), restored
+  and masked, and its findings per clean output, split the same way.
 
 Usage::
 
@@ -84,6 +86,17 @@ def occlusion(gt_file: Path) -> dict[tuple[str, tuple[int, ...]], int]:
     return out
 
 
+def kinds(boxes: np.ndarray, faces: list[list[int]], cover: list[float]) -> np.ndarray:
+    """Counts of findings in an untouched output by what they sit on: [a ground-truth face our
+    pipeline left under 80 % masked (a true finding), only masked ground-truth faces (a false
+    alarm on a mask), no ground-truth face (a false alarm, or a face WIDER did not label)]."""
+    out = np.zeros(3, int)
+    for box in np.asarray(boxes).reshape(-1, 4):
+        hit = [c for b, c in zip(faces, cover) if flagged(box[None], b)]
+        out[0 if any(c < 0.8 for c in hit) else 1 if hit else 2] += 1
+    return out
+
+
 def touches(a: list[int], b: list[int]) -> bool:
     return not (a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1])
 
@@ -94,6 +107,11 @@ def grown(box: list[int], factor: float) -> list[int]:
     g = (factor - 1) / 2
     x0, y0 = max(int(x - g * w), 0), max(int(y - g * h), 0)
     return [x0, y0, int(x + w + g * w) - x0, int(y + h + g * h) - y0]
+
+
+def describe(per_output: np.ndarray) -> str:
+    on_missed, on_masked, elsewhere = per_output
+    return f"{on_missed:.2f} on faces we missed, {on_masked:.2f} on masked faces, {elsewhere:.2f} on no labelled face"
 
 
 def share(values: list[bool]) -> str:
@@ -124,7 +142,7 @@ def main() -> int:
     import wider  # the shared metric, read in place
 
     from anonymize import Anonymizer
-    from anonymize.audit import Auditor, AuditSettings, leaking
+    from anonymize.audit import Auditor, AuditSettings
 
     gt = wider.load_gt(EVAL / "widerface" / "gt.txt")
     occluded = occlusion(EVAL / "widerface" / "gt.txt")
@@ -145,6 +163,7 @@ def main() -> int:
         keep.mkdir(parents=True, exist_ok=True)
     rec32, rec16, masked_flags, clean_counts, leak_hit, leak_false, seconds = [], [], [], [], [], [], []
     both32, both16, both_false, both_clean = [], [], [], []  # --against: any finding (suspect, unchanged, leak)
+    clean_kinds, both_kinds = [], []  # findings on untouched outputs by what they sit on (kinds())
     by_occlusion: dict[int, list[bool]] = {0: [], 1: [], 2: []}  # restored >= 32 px, by WIDER's attribute
     with tempfile.TemporaryDirectory(prefix="audit-recall-") as tmp:
         for k, name in enumerate(names):
@@ -173,7 +192,9 @@ def main() -> int:
             start = time.perf_counter()
             suspects = auditor.suspects(restored)[0].boxes
             seconds.append(time.perf_counter() - start)
-            clean_counts.append(len(auditor.suspects(output)[0]))
+            clean_suspects = auditor.suspects(output)[0].boxes
+            clean_counts.append(len(clean_suspects))
+            clean_kinds.append(kinds(clean_suspects, gt[name], cover))
             for b in restored_boxes:
                 (rec32 if b[3] >= 32 else rec16).append(flagged(suspects, b))
                 if b[3] >= 32:
@@ -183,18 +204,22 @@ def main() -> int:
             masked_flags += [flagged(suspects, b) for b in masked]
             if args.against:
                 faces = auditor.input_faces(output, original)  # the same input for both outputs
-                boxes, dist, masked_dist = auditor.distances(restored, original, faces)
-                matches = boxes[leaking(dist, masked_dist)]
+                measured = auditor.distances(restored, original, faces)
+                matches = auditor.leaks(restored, original, faces, measured=measured)[0]  # recognition alone
                 leak_hit += [flagged(matches, b) for b in restored_boxes if b[3] >= 32]
                 leak_false += [flagged(matches, b) for b in masked]
                 # what `anonymize audit --against` reports: face, unmasked and leak findings together
-                either = np.concatenate([suspects, auditor.unchanged(restored, original, faces).boxes, matches])
+                unchanged = auditor.unchanged(restored, original, faces)
+                either = np.concatenate([suspects, unchanged.boxes,
+                                         auditor.leaks(restored, original, faces, unchanged, measured)[0]])
                 for b in restored_boxes:
                     (both32 if b[3] >= 32 else both16).append(flagged(either, b))
                 both_false += [flagged(either, b) for b in masked]
-                _, clean_dist, clean_masked_dist = auditor.distances(output, original, faces)
-                both_clean.append(clean_counts[-1] + len(auditor.unchanged(output, original, faces))
-                                  + int(leaking(clean_dist, clean_masked_dist).sum()))
+                unchanged = auditor.unchanged(output, original, faces)
+                clean_either = np.concatenate([clean_suspects, unchanged.boxes,
+                                               auditor.leaks(output, original, faces, unchanged)[0]])
+                both_clean.append(len(clean_either))
+                both_kinds.append(kinds(clean_either, gt[name], cover))
             print(f"{k + 1}/{len(names)} {name}: {len(gt[name])} faces, restored {len(restored_boxes)}, "
                   f"suspects {len(suspects)}, {seconds[-1]:.1f} s", file=sys.stderr, flush=True)
     figures = {
@@ -206,6 +231,7 @@ def main() -> int:
         "restored_ge32_flagged_by_occlusion": {k: float(np.mean(v)) if v else None for k, v in by_occlusion.items()},
         "findings_per_clean_output": float(np.mean(clean_counts)),
         "clean_outputs_with_findings": float(np.mean(np.array(clean_counts) > 0)),
+        "clean_findings_per_output_on_missed_on_masked_elsewhere": np.mean(clean_kinds, axis=0).round(3).tolist(),
         "audit_seconds_per_image": float(np.mean(seconds)),
     }
     print(f"\naudit recall on {len(names)} WIDER photos (mask {args.mask}, marks {args.marks}, {args.per_image} faces restored each "
@@ -216,17 +242,20 @@ def main() -> int:
     print(f"  restored faces 16-32 px flagged : {share(rec16)}")
     print(f"  masked faces >= 32 px flagged   : {share(masked_flags)}   (false alarms)")
     print(f"  findings per clean output       : {np.mean(clean_counts):.2f} "
-          f"({100 * np.mean(np.array(clean_counts) > 0):.0f}% of outputs have any)")
+          f"({100 * np.mean(np.array(clean_counts) > 0):.0f}% of outputs have any; per output "
+          f"{describe(np.mean(clean_kinds, axis=0))})")
     if args.against:
         figures.update(against_restored_ge32_matched=float(np.mean(leak_hit)) if leak_hit else None,
                        against_masked_ge32_matched=float(np.mean(leak_false)) if leak_false else None,
                        against_restored_ge32_flagged=float(np.mean(both32)) if both32 else None,
                        against_restored_16_32_flagged=float(np.mean(both16)) if both16 else None,
                        against_masked_ge32_flagged=float(np.mean(both_false)) if both_false else None,
-                       against_findings_per_clean_output=float(np.mean(both_clean)))
+                       against_findings_per_clean_output=float(np.mean(both_clean)),
+                       against_clean_findings_per_output_on_missed_on_masked_elsewhere=np.mean(both_kinds, axis=0)
+                       .round(3).tolist())
         print(f"  --against (any finding: suspect, unchanged input face, recognised face): restored >= 32 px flagged {share(both32)}, "
               f"16-32 px {share(both16)}, masked >= 32 px flagged {share(both_false)}, "
-              f"findings per clean output {np.mean(both_clean):.2f}")
+              f"findings per clean output {np.mean(both_clean):.2f} ({describe(np.mean(both_kinds, axis=0))})")
         print(f"  --against: restored >= 32 px matched {share(leak_hit)}, masked >= 32 px matched {share(leak_false)}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")

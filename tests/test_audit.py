@@ -188,3 +188,22 @@ def test_against_flags_a_face_left_unchanged_even_when_recompressed(clean, tmp_p
     # our own masked output of the same photo: its face is changed, nothing is "unmasked"
     masked = audit(out / "face.png", against=src / "face.png")
     assert not [f for f in masked.files[0].findings if f.kind == "unmasked"]
+
+
+def test_against_asks_whether_low_scored_input_detections_are_faces(clean, monkeypatch):
+    """With the originals, input detections down to ``against_threshold`` (0.1) are checked for
+    unchanged pixels; on the astronaut photo the input detector also fires on her suit and the
+    flag, which our pipeline rightly left unmasked. The second look on the input says they are
+    not faces, so our clean output has no ``unmasked`` finding; without it, it would have."""
+    from anonymize.audit import Auditor, AuditSettings, InputFaces
+
+    src, out = clean
+    ref, image = cv2.imread(str(src / "face.png")), cv2.imread(str(out / "face.png"))
+    auditor = Auditor(AuditSettings(threads=1))
+    faces = auditor.input_faces(image, ref)
+    assert len(faces.regions) >= 2 and faces.regions.scores.min() < 0.5
+    verdicts = [faces.is_face(i) for i in range(len(faces.regions))]
+    assert sum(verdicts) == 1  # the face
+    assert len(auditor.unchanged(image, ref, faces)) == 0
+    monkeypatch.setattr(InputFaces, "is_face", lambda self, i: True)
+    assert len(auditor.unchanged(image, ref, auditor.input_faces(image, ref))) >= 1
