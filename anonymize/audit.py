@@ -22,45 +22,34 @@ Findings (one :class:`Finding` each; any finding makes the exit code 10):
   byte strings (:data:`LONG_PATTERNS`, :data:`SHORT_PATTERNS`).
 - ``error``: a file that could not be decoded or paired; the audit cannot vouch for it.
 
-Measured with ``bench/audit_recall.py`` (50 WIDER photos of assemblies, our pipeline's output with
-3 ground-truth faces per photo pasted back unmasked; 2-core machine shared with other jobs; seed 0
-was used to choose, seed 1 is held out; outputs of the pipeline as of this change, kept with
-``--cache``):
+Measured with ``bench/audit_recall.py --restore-scale 1.5 --against`` (50 WIDER photos of assemblies
+per seed, our pipeline's output with 3 ground-truth faces per photo pasted back unmasked, whole
+head; README has the full table). The ``--against`` rules were chosen on seeds 0-2, replayed
+offline; seeds 3 and 4 were run once, after the choice:
 
-    seed 1 (held out)                  before (3 looks)  default (+3x look)  --threshold 0.3 --agree 2
-    restored faces >= 32 px found      87.2 % (82/94)    89.4 % (84/94)      91.5 % (86/94)
-    restored faces 16-32 px found      54.8 % (23/42)    54.8 % (23/42)      64.3 % (27/42)
-    masked faces >= 32 px flagged      1.8 % (5/278)     2.5 % (7/278)       6.5 % (18/278)
-    findings per clean output (photo)  0.70              1.40                3.02
-    seconds per audited photo          1.7               2.4                 2.8
-    seed 0 (tuning): found / flagged   90.8 % / 0.4 %    92.1 % / 1.9 %      94.7 % / 3.4 %
+    held-out seed                         3                   4
+    output alone: restored >= 32 px       90.5 % (76/84)      93.0 % (80/86)
+                  masked >= 32 px flagged 0.9 % (2/234)       1.4 % (3/219)
+                  findings / clean output 1.56                1.16
+    --against:    restored >= 32 px       97.6 % (82/84)      100 % (86/86)
+                  masked >= 32 px flagged 5.1 % (12/234)      3.7 % (8/219)
+                  findings / clean output 10.26               8.24
 
-Remeasured on the outputs of today's pipeline (photo detector with test-time augmentation, 2 px pad;
-``--marks faces``, see the bench's docstring for why), seed 1: restored faces >= 32 px found 85.1 %
-(80/94; by WIDER's occlusion attribute: none 92.4 %, partial 91.7 %, heavy 50.0 % - a heavily
-occluded "face" is often a hand, a sign or the back of a head), 16-32 px 61.9 %, masked faces
-flagged 4.8 % (14/294), 1.24 findings per clean output. With ``--against``: 90.4 % / 85.7 % of
-16-32 px / 5.4 % / 4.14 findings per clean output (with the earlier against_threshold 0.3 and
-unchanged_ratio 0.35: 88.3 % / 76.2 % / 6.1 % / 7.14).
-
-Earlier figures: --against, restored >= 32 px leaks 86.2 % (81/94), masked >= 32 px "leaks"
-2.5 % (7/278). With ``--mask pixelate`` / ``solid`` outputs (seed 1, 30 photos, 3 looks): 85 % /
-87 % of restored faces >= 32 px found, 0 % of masked faces flagged, 0.50 / 0.67 findings per clean
-output. Pixelated masks in lossy outputs (JPEG, video) are not exactly flat and may be flagged more
-often.
-
-The target (95 % of faces >= 32 px) is not met. At a threshold of 0.1 the four looks together do
-see 98.7 % of the restored faces (seed 0), but the second look and the mask test, which keep
-masked faces from being flagged, reject the weak ones; letting detections that two looks agree on
-skip the second look (``--agree 2``) finds more and flags more masked faces. Misses are faces
-printed on banners, profiles, and faces scored 0.1-0.5. Other offline, permissively licensed
+So with the originals the audit flags >= 95 % of faces left visible; on the output alone it does
+not. On the output alone, at a threshold of 0.1 the four looks together do see ~99 % of the
+restored faces, but the second look and the mask test, which keep masked faces from being
+flagged, reject the weak ones; letting detections that two looks agree on skip the second look
+(``--agree 2``) finds more and flags more masked faces. Misses are faces printed on banners,
+profiles, heavily occluded faces and faces scored 0.1-0.5. Other offline, permissively licensed
 candidates did worse on the same photos: dlib's CNN (mmod, 1x upsampling) 65 % at 41 s per photo,
 dlib's HOG 64 % (79 % only while flagging 25 % of masked faces); YuNet (``yuface``) was as
 sensitive but flagged 81 % of masked faces and ships wheels for CPython <= 3.11 only; mediapipe's
-BlazeFace on 128 px tiles added 1 of the 14 faces missed on seed 1 (union 86.2 %), and 7 of 14 only
-at 10 findings per clean photo. About 2.4 s
-per WIDER photo (~1000 px), 4 s per 1080p frame (the 3x look would pass 4096 px there, so it is
-skipped; frames up to 1365 px wide get it).
+BlazeFace on 128 px tiles added 1 of the 14 faces missed on seed 1, and 7 of 14 only at 10
+findings per clean photo. With ``--mask pixelate`` / ``solid`` outputs (seed 1, 30 photos, 3
+looks): 85 % / 87 % of restored faces >= 32 px found, 0 % of masked faces flagged. Most findings
+on clean outputs with ``--against`` are input detections on hands, knees, signs and headlights,
+which the pipeline rightly left unmasked. About 2.4 s per WIDER photo (~1000 px), 4 s per 1080p
+frame (the 3x look would pass 4096 px there, so it is skipped; frames up to 1365 px wide get it).
 """
 from __future__ import annotations
 
