@@ -638,9 +638,12 @@ class Auditor:
             return
         faces = self.input_faces(image, ref)  # once per frame, for both checks below
         unchanged = self.unchanged(image, ref, faces)
-        for box in unchanged.boxes:
-            result.findings.append(self._finding(result, "unmasked", "a face of the input is unchanged here",
-                                                 image, name, index, pts, box))
+        for box, score in zip(unchanged.boxes, unchanged.scores):
+            # the input detector's score tells a reviewer how face-like the region is: low-score ones
+            # are often hands or collars that the pipeline rightly left unmasked (README)
+            result.findings.append(self._finding(result, "unmasked", "a face-like region of the input is unchanged "
+                                                 f"here (input score {score:.2f})", image, name, index, pts, box,
+                                                 score=round(float(score), 3)))
         if self.recognizer is not None:
             self._leaks(result, name, image, index, pts, ref, faces, unchanged)
 
