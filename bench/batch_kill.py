@@ -34,10 +34,12 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -96,6 +98,12 @@ def frames(path: Path) -> int:
         dec.close()
 
 
+@lru_cache(maxsize=None)
+def input_frames(path: Path) -> int:
+    """Frame count of an input video: inputs never change, so each is decoded once per bench run."""
+    return frames(path)
+
+
 def complete(path: Path, src: Path | None = None) -> bool:
     """Is this output whole: a photo that decodes fully, a video with its input's frame count?"""
     if batch.media_kind(path) == "photo":
@@ -111,7 +119,7 @@ def complete(path: Path, src: Path | None = None) -> bool:
         n = frames(path)
     except Exception:
         return False
-    return n > 0 and (src is None or n == frames(src))
+    return n > 0 and (src is None or n == input_frames(src))
 
 
 def outputs(out: Path) -> set[str]:
@@ -166,8 +174,6 @@ def main() -> int:
     media = make_folder(src, args.files, args.seed)
     kinds = {k: sum(batch.media_kind(Path(m)) == k for m in media) for k in ("photo", "video")}
     print(f"{len(media)} media files ({kinds['photo']} photos, {kinds['video']} videos) in {src}", flush=True)
-    import shutil
-
     problems: list[str] = []
     full = args.work / "out-full"
     shutil.rmtree(full, ignore_errors=True)
@@ -217,7 +223,8 @@ def main() -> int:
         redone = {r["input"] for r in records[len(before):] if r["status"] == "done"} & done_before
         if redone:
             problems.append(f"kill {k}: redone after resume: {sorted(redone)[:5]}")
-        rewritten = [r for r in done_before if stamps(out).get(r) != stamp.get(r)]
+        after = stamps(out)
+        rewritten = [r for r in done_before if after.get(r) != stamp.get(r)]
         if rewritten:
             problems.append(f"kill {k}: outputs rewritten: {rewritten[:5]}")
         trial = {"kill_at_s": round(at, 1), "done_before_kill": len(done_before), "final_names_at_kill": len(finals),
