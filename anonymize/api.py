@@ -7,6 +7,7 @@ from typing import Callable, Iterable
 
 from .config import Options
 from .errors import AnonymizeError, InputError
+from .paths import check_writes, require_regular_input, shown
 from .photo import PHOTO_EXTENSIONS
 from .report import FileReport, write_report
 from .video import VIDEO_EXTENSIONS
@@ -31,15 +32,14 @@ def default_output(src: Path) -> Path:
 
 
 def _check_paths(src: Path, dst: Path) -> str:
-    if not src.is_file():
-        raise InputError(f"{src}: no such file")
+    # stat only, before anything opens it: a FIFO or /dev/zero named like a video must not hang us
+    require_regular_input(src)
     kind = media_kind(src)
     if kind is None:
-        raise InputError(f"{src}: unsupported file type {src.suffix!r}")
+        raise InputError(f"{shown(src)}: unsupported file type {shown(src.suffix)!r}")
     if media_kind(dst) != kind:
-        raise InputError(f"{dst}: output must be a {kind} file like the input (got {dst.suffix!r})")
-    if dst.resolve() == src.resolve() or (dst.exists() and dst.samefile(src)):
-        raise InputError(f"{dst}: refusing to overwrite the input")
+        raise InputError(f"{shown(dst)}: output must be a {kind} file like the input (got {shown(dst.suffix)!r})")
+    check_writes([src], [("output", dst)])
     return kind
 
 
@@ -83,6 +83,11 @@ def anonymize_file(src: Path | str, dst: Path | str | None = None, *, report: Pa
         from anonymize import anonymize_file
         anonymize_file("march.mp4", "march.clean.mp4", report="march.json", mask="solid")
     """
+    src = Path(src)
+    dst = Path(dst) if dst is not None else default_output(src)
+    _check_paths(src, dst)  # before the models load
+    if report is not None:
+        check_writes([src], [("output", dst), ("report", Path(report))])
     runner = Anonymizer(**options)
     result = runner.file(src, dst)
     if report is not None:

@@ -891,10 +891,18 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from .atomic import atomic_output
+    from .paths import check_folder_write, check_writes
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     bar = tqdm(unit="frame", disable=args.quiet or not sys.stderr.isatty(), leave=False, file=sys.stderr)
     try:
+        # --json and --thumbs must not replace an audited output or an original (--against)
+        reads = [f for f, _ in _outputs(args.outputs)]
+        if args.against is not None:
+            reads += [f for f in args.against.rglob("*") if f.is_file()] if args.against.is_dir() else [args.against]
+        check_writes(reads, [("--json", args.json)] if args.json else [])
+        if args.thumbs:
+            check_folder_write("--thumbs", args.thumbs, reads)
         report = audit(args.outputs, args.against, thumbs=args.thumbs, every=args.every, threshold=args.threshold,
                        scale=args.scale, flip=not args.no_flip, big_scale=args.big_scale, agree=args.agree,
                        against_threshold=args.against_threshold,

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ from .api import Anonymizer, __version__, default_output, media_kind
 from .atomic import atomic_output
 from .config import Options
 from .errors import AnonymizeError, EncodeError, FFmpegNotFound, InputError, ModelError
+from .paths import check_manifest, check_manifest_stat, check_writes, require_regular_input, shown
 from .report import FileReport, write_report
 
 log = logging.getLogger("anonymize")
@@ -171,12 +173,16 @@ def plan(inputs: list[Path], output: Path | None, copy_other: bool = False, mani
     is an existing folder): each file goes to ``OUT/NAME``, each folder to ``OUT/FOLDER/...``.
     Without ``-o``: ``NAME.anonymized.EXT`` beside each input. With an output folder, progress is
     recorded in ``manifest`` (default :func:`manifest_path`). Raises InputError for missing
-    inputs, two inputs that would write the same output, or an output folder equal to an input.
+    inputs, inputs given directly that are not regular files (FIFOs, devices), two inputs that
+    would write the same output, an output folder equal to an input, or an output (or the
+    manifest) that is the same file as an input (also through links) or not a regular file.
     """
     inputs = [Path(i) for i in inputs]
     for item in inputs:
         if not item.exists():
-            raise InputError(f"{item}: no such file or folder")
+            raise InputError(f"{shown(item)}: no such file or folder")
+        if not item.is_dir():
+            require_regular_input(item)  # stat only: a FIFO or /dev/zero named x.mp4 must not hang us
     folder_mode = any(i.is_dir() for i in inputs)
     several = len(inputs) > 1 or folder_mode or _is_dir_target(output)
     if copy_other and (output is None or not several):
@@ -238,6 +244,11 @@ def plan(inputs: list[Path], output: Path | None, copy_other: bool = False, mani
             else:
                 dst = output if output is not None else default_output(item)
                 add(item, None, dst, str(item), str(dst))
+    # no output (nor the manifest) may be an input, e.g. `anonymize in/a.jpg -o in/`, or a hard link to one
+    writes = [("output", Path(j.shown_dst)) for j in result.jobs]
+    if result.manifest is not None:
+        writes.append(("--manifest", result.manifest))
+    check_writes([Path(j.shown) for j in result.jobs], writes)
     return result
 
 
@@ -246,8 +257,13 @@ def plan(inputs: list[Path], output: Path | None, copy_other: bool = False, mani
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a regular file (InputError for anything else: hashing /dev/zero never ends)."""
+    require_regular_input(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    # O_NONBLOCK: a file swapped for a FIFO since the check must not block the open
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise InputError(f"{shown(path)}: is not a regular file; refusing to read it")
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -261,12 +277,18 @@ def settings_hash(options: Options) -> str:
 
 
 def read_manifest(path: Path) -> list[dict]:
-    """All complete records, in order; a truncated or garbled line (a killed write) is skipped."""
-    records = []
+    """All complete records, in order; a truncated or garbled line (a killed write) is skipped.
+    Raises InputError for a path that is not a regular file or too large to be a manifest."""
+    check_manifest(path)
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        return records
+        return []
+    return _parse_manifest(data)
+
+
+def _parse_manifest(data: bytes) -> list[dict]:
+    records = []
     for line in data.split(b"\n"):
         if not line.strip():
             continue
@@ -294,12 +316,19 @@ class Manifest:
         import fcntl
 
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_manifest(self.path)  # before opening: no FIFO, device or huge file is read into memory
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # O_NONBLOCK: should a FIFO appear after the check, opening it must not block
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK, 0o600)
         except OSError as exc:
-            raise InputError(f"{self.path}: cannot write the manifest ({exc.strerror}); "
+            raise InputError(f"{shown(self.path)}: cannot write the manifest ({exc.strerror}); "
                              "choose another place with --manifest") from None
+        try:
+            check_manifest_stat(self.path, os.fstat(self.fd))
+        except InputError:
+            os.close(self.fd)
+            raise
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -307,13 +336,13 @@ class Manifest:
             raise InputError(f"{self.path}: another anonymize run is using this manifest and output folder") from None
         # cut a record that a killed run left half-written, so the next record starts on its own line
         size = os.fstat(self.fd).st_size
-        if size:
-            data = os.pread(self.fd, size, 0)
-            if not data.endswith(b"\n"):
-                os.ftruncate(self.fd, data.rfind(b"\n") + 1)
-                os.fsync(self.fd)
+        data = os.pread(self.fd, size, 0) if size else b""
+        if data and not data.endswith(b"\n"):
+            data = data[:data.rfind(b"\n") + 1]
+            os.ftruncate(self.fd, len(data))
+            os.fsync(self.fd)
         self.last: dict[str, dict] = {}
-        for rec in read_manifest(self.path):
+        for rec in _parse_manifest(data):
             self.last[rec["input"]] = rec
 
     def append(self, record: dict) -> None:
@@ -392,6 +421,7 @@ def process_job(runner: Anonymizer | Callable[[], Anonymizer] | None, job: Job, 
     report = None
     try:
         try:
+            require_regular_input(job.src)  # never hash a FIFO or a device: it would block or never end
             st = os.stat(job.src)
             record.update(size=st.st_size, mtime=round(st.st_mtime, 6), sha256=sha256_file(job.src))
         except OSError as exc:
@@ -416,7 +446,8 @@ def process_job(runner: Anonymizer | Callable[[], Anonymizer] | None, job: Job, 
     except Exception as exc:  # noqa: BLE001 - one broken file must not stop the batch
         code = getattr(exc, "exit_code", 1)
         msg = str(exc) if isinstance(exc, AnonymizeError) else f"{type(exc).__name__}: {exc}"
-        msg = msg.replace(str(job.src), job.shown)  # we work on absolute paths; say what the user wrote
+        # we work on absolute paths; say what the user wrote
+        msg = msg.replace(str(job.src), job.shown).replace(shown(job.src), shown(job.shown))
         record.update(error=msg, exit_code=code)
         # an output left from an earlier version of this input is stale now: it must not look current
         if prev and prev.get("output_sha256") and job.dst.is_file():

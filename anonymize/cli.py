@@ -10,6 +10,7 @@ from . import batch
 from .api import __version__
 from .config import AUDIO, MARKS, MASK_SHAPES, ON_ERROR, Options
 from .errors import AnonymizeError, InputError
+from .paths import check_writes
 from .video import QUALITY
 
 log = logging.getLogger("anonymize")
@@ -139,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         the_plan = batch.plan(args.inputs, args.output, copy_other=args.copy_other, manifest=args.manifest)
         if not the_plan.jobs:
             raise InputError("no video or photo files found")
+        if args.report is not None:  # the report must not replace an input, an output or the manifest
+            check_writes([Path(j.shown) for j in the_plan.jobs], [
+                ("--report", args.report), *(("output", Path(j.shown_dst)) for j in the_plan.jobs),
+                *([("--manifest", the_plan.manifest)] if the_plan.manifest is not None else [])])
     except (AnonymizeError, ValueError) as exc:
         print(f"anonymize: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import DecodeError, FFmpegNotFound, InputError
+from .paths import require_regular_input, shown
 
 
 @lru_cache(maxsize=1)
@@ -88,8 +89,7 @@ class Probe:
 def probe(path: Path) -> Probe:
     """Describe ``path`` with ffprobe when there is one, else by parsing ``ffmpeg -i``."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    require_regular_input(path)  # stat only: ffprobe would block on a FIFO
     if ffprobe_exe():
         return _probe_ffprobe(path)
     return _probe_ffmpeg(path)
@@ -98,9 +98,10 @@ def probe(path: Path) -> Probe:
 def _probe_ffprobe(path: Path) -> Probe:
     cmd = [ffprobe_exe(), "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
            "-show_chapters", str(path)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    # ffprobe prints the file name; one that is not UTF-8 must not make decoding fail
+    res = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     if res.returncode != 0:
-        raise InputError(f"{path}: not a readable media file ({res.stderr.strip()[-300:]})")
+        raise InputError(f"{shown(path)}: not a readable media file ({res.stderr.strip()[-300:]})")
     data = json.loads(res.stdout)
     streams = []
     for s in data.get("streams", []):
@@ -133,7 +134,7 @@ def _probe_ffmpeg(path: Path) -> Probe:
                          errors="replace")
     text = res.stderr
     if "Input #0" not in text:
-        raise InputError(f"{path}: not a readable media file ({text.strip()[-300:]})")
+        raise InputError(f"{shown(path)}: not a readable media file ({text.strip()[-300:]})")
     fmt_tags: dict[str, str] = {}
     streams: list[StreamInfo] = []
     duration = None

@@ -70,7 +70,14 @@ class FileReport:
         self._spool.seek(0, 2)
 
     def summary(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        """The file's fields; names that are not UTF-8 written with ``\\xNN`` escapes (valid JSON text)."""
+        from .paths import shown
+
+        out = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        for key in ("input", "output", "error"):
+            if isinstance(out[key], str):
+                out[key] = shown(out[key])
+        return out
 
 
 def write_report(path: Path, files: list[FileReport], settings: dict, models: list[dict], version: str) -> None:

@@ -63,7 +63,8 @@ class VideoDecoder:
     def __init__(self, path: Path, probe: Probe, threads: int = 0):
         self.path = Path(path)
         self.probe = probe
-        src = ffmpeg.input(str(self.path))
+        names = _Names()
+        src = ffmpeg.input(names.arg(self.path))
         # YUV -> BGR with the source's own matrix; the encoder converts back with the same one, so
         # 10-bit, full-range and BT.2020 sources keep their colours (no washed-out output).
         video = (src["V:0"]
@@ -72,7 +73,7 @@ class VideoDecoder:
                  .filter("format", "bgr24"))
         out = ffmpeg.output(video, "pipe:", format="matroska", vcodec="rawvideo", fps_mode="passthrough",
                             write_crc32=0, allow_raw_vfw=1, threads=threads or 0)
-        self.cmd = _command(out)
+        self.cmd = names.real(_command(out))
         self.width = self.height = 0
 
     def frames(self) -> Iterator[Frame]:
@@ -117,6 +118,28 @@ def color_matrix(probe: Probe) -> str:
     if space in ("smpte170m", "bt470bg", "bt601"):
         return "bt601"
     return "bt709"
+
+
+class _Names:
+    """File names for ffmpeg-python, which cannot take names that are not UTF-8 (it hashes their
+    UTF-8 form). Such a name goes into the graph as a placeholder, and :meth:`real` puts the
+    name back into the finished command line, where subprocess passes its original bytes."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
+
+    def arg(self, path: Path | str) -> str:
+        name = str(path)
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            key = f"anonymize-name-{len(self._names)}-{id(self)}"
+            self._names[key] = name
+            return key
+        return name
+
+    def real(self, cmd: list[str]) -> list[str]:
+        return [self._names.get(a, a) for a in cmd]
 
 
 def _command(out, *extra: str) -> list[str]:
@@ -183,6 +206,7 @@ class VideoEncoder:
         codec = _CONTAINERS.get(self.out_path.suffix.lower(), "h264")
         preset, crf = QUALITY[settings.quality]
         preset, crf = settings.preset or preset, settings.crf if settings.crf is not None else crf
+        names = _Names()
         frames = ffmpeg.input("pipe:", format="matroska")
         streams = [frames["v:0"]]
         opts: dict = dict(fps_mode="passthrough", map_metadata=-1, map_chapters=-1,
@@ -205,19 +229,19 @@ class VideoEncoder:
         streams[0] = (streams[0].filter("scale", out_color_matrix=color_matrix(probe), out_range="tv")
                       .filter("format", "yuv420p").filter("setparams", **params))
         if settings.audio == "keep" and probe.audio:
-            streams.append(ffmpeg.input(str(source))["a"])
+            streams.append(ffmpeg.input(names.arg(source))["a"])
             opts["c:a"] = "libopus" if codec == "vp9" else "copy"
             opts["flags:a"] = "+bitexact"
         elif settings.audio == "disguise" and probe.audio:  # the first audio track only
-            streams.append(disguise_voice(ffmpeg.input(str(source))["a:0"], settings.seed))
+            streams.append(disguise_voice(ffmpeg.input(names.arg(source))["a:0"], settings.seed))
             opts["c:a"] = "libopus" if codec == "vp9" else "aac"
             opts["b:a"] = "128k"
             opts["flags:a"] = "+bitexact"
         if self.out_path.suffix.lower() in (".mp4", ".m4v", ".mov"):
             opts["movflags"] = "+faststart"
-        out = ffmpeg.output(*streams, str(self.out_path), **opts, **{"flags:v": "+bitexact", "fflags": "+bitexact",
+        out = ffmpeg.output(*streams, names.arg(self.out_path), **opts, **{"flags:v": "+bitexact", "fflags": "+bitexact",
                                                                        "metadata:s:v:0": "encoder="})
-        self.cmd = _command(out, "-y")
+        self.cmd = names.real(_command(out, "-y"))
         self._proc: subprocess.Popen | None = None
         self._err: _StderrTail | None = None
         self._writer: MkvFrameWriter | None = None
