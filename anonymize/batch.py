@@ -41,7 +41,7 @@ from .api import Anonymizer, __version__, default_output, media_kind
 from .atomic import atomic_output
 from .config import Options
 from .errors import AnonymizeError, EncodeError, FFmpegNotFound, InputError, ModelError
-from .paths import check_manifest, check_manifest_stat, check_writes, require_regular_input, shown
+from .paths import check_manifest, check_manifest_stat, check_name_length, check_writes, require_regular_input, shown
 from .report import FileReport, write_report
 
 log = logging.getLogger("anonymize")
@@ -179,10 +179,16 @@ def plan(inputs: list[Path], output: Path | None, copy_other: bool = False, mani
     """
     inputs = [Path(i) for i in inputs]
     for item in inputs:
-        if not item.exists():
-            raise InputError(f"{shown(item)}: no such file or folder")
-        if not item.is_dir():
+        try:
+            st = os.stat(item)
+        except FileNotFoundError:
+            raise InputError(f"{shown(item)}: no such file or folder") from None
+        except OSError as exc:  # e.g. a name too long to exist
+            raise InputError(f"{shown(item)}: cannot read it ({exc.strerror or exc})") from None
+        if not stat.S_ISDIR(st.st_mode):
             require_regular_input(item)  # stat only: a FIFO or /dev/zero named x.mp4 must not hang us
+    if output is not None:
+        check_name_length("-o", Path(output))  # before anything stats it (ENAMETOOLONG)
     folder_mode = any(i.is_dir() for i in inputs)
     several = len(inputs) > 1 or folder_mode or _is_dir_target(output)
     if copy_other and (output is None or not several):
