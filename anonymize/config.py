@@ -250,9 +250,9 @@ TABLE: tuple[Option, ...] = (
     Option("max_gap", float, 0.5, "longest detection gap (seconds) bridged by interpolation within one track",
            GROUP_VIDEO, min=0, max=10, metavar="S"),
     Option("quality", str, "balanced", "video encoder preset", GROUP_VIDEO, choices=QUALITIES),
-    Option("crf", int, None, "override the encoder's CRF (default: the quality preset's)", GROUP_VIDEO,
+    Option("crf", int, None, "override the CRF that --quality picks", GROUP_VIDEO,
            min=0, max=51, nullable=True),
-    Option("preset", str, None, "override the x264 preset (default: the quality preset's)", GROUP_VIDEO,
+    Option("preset", str, None, "override the x264 preset that --quality picks", GROUP_VIDEO,
            choices=X264_PRESETS, nullable=True),
     # --- audio and metadata
     Option("audio", str, "drop", "drop (voices identify people), keep (copied unchanged), or disguise (pitch "
