@@ -38,9 +38,10 @@ again skips files already done (same input, same settings, output unchanged) and
 changed or missing ones, so an interrupted run (even kill -9) is resumed by running it again.
 
 existing outputs: an output file that already exists is refused (exit 2) unless -y (replace it)
-or -n (skip its input, with a note). In an output folder that has a manifest, the manifest
-decides instead: what it recorded is skipped when unchanged and redone otherwise, and any other
-output of a planned input is replaced (a killed run may have finished it without recording it).
+or -n (skip its input, with a note). Outputs that an output folder's manifest recorded as done
+are the manifest's to decide: skipped when unchanged, redone otherwise. In a folder that has a
+manifest, other existing outputs are replaced unless -n (a killed run may have finished them
+without recording them: running the same command again resumes).
 
 exit codes: 0 every file done (or already done); for one file, or a list of files, the code of
 the (first) failure: 2 bad input or option (missing, unsupported, corrupt, would overwrite the
@@ -155,17 +156,15 @@ def options_from_args(args: argparse.Namespace) -> Options:
 
 
 def existing_outputs(the_plan: batch.Plan) -> list[batch.Job]:
-    """The jobs whose output file exists and is not the manifest's to manage.
+    """The jobs whose output exists and is not one the manifest recorded as done.
 
-    In an output folder whose manifest exists, the manifest's resume logic decides for every
-    output (:func:`anonymize.batch.process_job`): what it recorded as done is skipped when
-    unchanged and redone otherwise, and an unrecorded output is one that a killed run finished
-    without recording it, so it is redone too. Without a manifest, an existing output is the
-    user's file.
-    """
-    if the_plan.manifest is not None and the_plan.manifest.exists():
-        return []
-    return [j for j in the_plan.jobs if os.path.lexists(j.dst)]
+    An output the folder's manifest recorded as done is the manifest's to decide
+    (:func:`anonymize.batch.process_job`): skipped when input, settings and output are unchanged,
+    redone otherwise."""
+    done = set()
+    if the_plan.manifest is not None:
+        done = {r["input"] for r in batch.read_manifest(the_plan.manifest) if r.get("status") == "done"}
+    return [j for j in the_plan.jobs if os.path.lexists(j.dst) and j.rel not in done]
 
 
 def _names(jobs: list[batch.Job], at_most: int = 3) -> str:
@@ -174,9 +173,12 @@ def _names(jobs: list[batch.Job], at_most: int = 3) -> str:
 
 
 def settle_existing(the_plan: batch.Plan, args: argparse.Namespace) -> list[batch.Job]:
-    """Apply -y / -n / the default to outputs that exist; returns the jobs skipped (-n).
+    """Apply -y / -n / the default to the outputs that exist; returns the jobs skipped (-n).
 
-    Default: InputError (exit 2). ``-y``: they are replaced. ``-n``: their jobs leave the plan."""
+    ``-y``: they are replaced. ``-n``: their jobs leave the plan. Default: InputError (exit 2),
+    except in an output folder whose manifest exists: there an unrecorded output can be one that
+    a killed run finished but had no time to record, and rerunning the command must resume, so
+    it is redone."""
     clash = existing_outputs(the_plan)
     if not clash or args.overwrite:
         return []
@@ -184,6 +186,8 @@ def settle_existing(the_plan: batch.Plan, args: argparse.Namespace) -> list[batc
         skip = set(clash)
         the_plan.jobs = [j for j in the_plan.jobs if j not in skip]
         return clash
+    if the_plan.manifest is not None and the_plan.manifest.exists():
+        return []
     if len(clash) == 1:
         raise InputError(f"{clash[0].shown_dst} exists; use -y to replace it (or -n to skip it)")
     raise InputError(f"{len(clash)} outputs exist ({_names(clash)}); use -y to replace them (or -n to skip them)")
