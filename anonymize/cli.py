@@ -290,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     if not the_plan.jobs:
         return 0
+    log.info("%d file(s) to do; output: %s%s", len(the_plan.jobs), the_plan.out_dir or "beside each input / -o",
+             f"; manifest: {the_plan.manifest}" if the_plan.manifest else "")
+    log.debug("options: %s", options.as_dict())
     if the_plan.out_dir is not None:
         try:
             the_plan.out_dir.mkdir(parents=True, exist_ok=True)

@@ -303,7 +303,13 @@ def test_log_level(tmp_path, face, capsys):
     assert "removed" not in capsys.readouterr().err and not stale.exists()
     stale.write_bytes(b"half")
     assert main([str(src), "-o", str(out), "-q", *FAST]) == 0
-    assert "removed 1 unfinished temporary file(s)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "removed 1 unfinished temporary file(s)" in err and "file(s) to do" not in err
+    assert main([str(src), "-o", str(out), "-q", "-v", *FAST]) == 0
+    err = capsys.readouterr().err
+    assert f"anonymize: 1 file(s) to do; output: {out}" in err and "options:" not in err
+    assert main([str(src), "-o", str(out), "-q", "-vv", *FAST]) == 0
+    assert "anonymize: options: {" in capsys.readouterr().err
     main([str(src), "-o", str(out), "-q", "-vv", "--dry-run"])
     assert logging.getLogger("anonymize").level == logging.DEBUG
     main([str(src), "-o", str(out), "-q", "-v", "--dry-run"])
