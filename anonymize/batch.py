@@ -162,16 +162,18 @@ def _walk(root: Path, skip: Path | None) -> tuple[list[Path], int]:
     return found, ignored
 
 
-def _is_dir_target(output: Path | None) -> bool:
-    return output is not None and (output.is_dir() or str(output).endswith(("/", os.sep)))
+def _is_dir_target(output: Path | str | None) -> bool:
+    return output is not None and (os.path.isdir(output) or str(output).endswith(("/", os.sep)))
 
 
-def plan(inputs: list[Path], output: Path | None, copy_other: bool = False, manifest: Path | None = None) -> Plan:
+def plan(inputs: list[Path], output: Path | str | None, copy_other: bool = False,
+         manifest: Path | None = None) -> Plan:
     """Pair every input file with its output.
 
     One folder with ``-o OUT``: its tree is mirrored into OUT. Several inputs (or an output that
     is an existing folder): each file goes to ``OUT/NAME``, each folder to ``OUT/FOLDER/...``.
-    Without ``-o``: ``NAME.anonymized.EXT`` beside each input. With an output folder, progress is
+    An output given as a str ending in "/" is a folder (pathlib drops the slash, so the CLI passes
+    a str). Without ``-o``: ``NAME.anonymized.EXT`` beside each input. With an output folder, progress is
     recorded in ``manifest`` (default :func:`manifest_path`). Raises InputError for missing
     inputs, inputs given directly that are not regular files (FIFOs, devices), two inputs that
     would write the same output, an output folder equal to an input, or an output (or the
@@ -191,6 +193,7 @@ def plan(inputs: list[Path], output: Path | None, copy_other: bool = False, mani
         check_name_length("-o", Path(output))  # before anything stats it (ENAMETOOLONG)
     folder_mode = any(i.is_dir() for i in inputs)
     several = len(inputs) > 1 or folder_mode or _is_dir_target(output)
+    output = Path(output) if output is not None else None
     if copy_other and (output is None or not several):
         raise InputError("--copy-other needs an output folder (-o OUT_DIR)")
     out_dir = Path(os.path.abspath(output)) if (output is not None and several) else None

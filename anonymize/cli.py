@@ -1,21 +1,33 @@
-"""Command line: parse, call the API, map errors to exit codes. No logic of its own."""
+"""Command line: parse, check, call the batch runner, map errors to exit codes. No logic of its own.
+
+The flags of the anonymizing options are built from :data:`anonymize.config.TABLE` (flag, type,
+default, choices, help text and help group), and :class:`~anonymize.config.Options` checks every
+value right after parsing, so a bad value fails at once with exit code 2, before any model loads.
+"""
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from . import batch
 from .api import __version__
-from .config import AUDIO, MARKS, MASK_SHAPES, ON_ERROR, Options
+from .config import (GROUP_AUDIO, GROUP_IO, GROUP_PERF, GROUPS, TABLE, Option, OptionError, OPTIONS, Options)
 from .errors import AnonymizeError, InputError
 from .paths import check_writes
-from .video import QUALITY
 
 log = logging.getLogger("anonymize")
-D = Options()
 
+DESCRIPTION = """\
+Irreversibly mask every face in videos and photos and strip metadata (offline).
+
+commands:
+  anonymize INPUT... [-o OUTPUT] [options]      anonymize photos, videos and folders
+  anonymize audit OUTPUT... [--against INPUT]   re-check anonymized outputs with another detector
+                                                (see: anonymize audit --help)
+"""
 
 EPILOG = """\
 folders: 'anonymize IN_DIR -o OUT_DIR' mirrors the tree of IN_DIR into OUT_DIR (recursive; hidden
@@ -26,92 +38,102 @@ the manifest names the inputs and holds their sizes, dates and hashes); running 
 again skips files already done (same input, same settings, output unchanged) and redoes failed,
 changed or missing ones, so an interrupted run (even kill -9) is resumed by running it again.
 
+existing outputs: an output file that already exists is refused (exit 2) unless -y (replace it)
+or -n (skip its input, with a note). Outputs that an output folder's manifest recorded as done
+are the manifest's to decide: skipped when unchanged, redone otherwise. In a folder that has a
+manifest, other existing outputs are replaced unless -n (a killed run may have finished them
+without recording them: running the same command again resumes).
+
 exit codes: 0 every file done (or already done); for one file, or a list of files, the code of
-the (first) failure: 2 bad input (missing, unsupported, corrupt, would overwrite the input),
-3 decode, 4 detect, 5 encode (incl. disk full), 6 model missing or sha256 mismatch, 7 no ffmpeg,
-1 other; 8 some files of a folder batch failed (the others are written; see the summary, the
-manifest and --report). 6 and 7 stop a batch. 130 interrupted.
+the (first) failure: 2 bad input or option (missing, unsupported, corrupt, would overwrite the
+input or an existing output), 3 decode, 4 detect, 5 encode (incl. disk full), 6 model missing or
+sha256 mismatch, 7 no ffmpeg, 1 other; 8 some files of a folder batch failed (the others are
+written; see the summary, the manifest and --report). 6 and 7 stop a batch. 130 interrupted.
 
 report statuses: ok (anonymized), copied (--copy-other), skipped (already done), failed.
 """
 
+#: Notes under a help group's title.
+GROUP_NOTES = {
+    GROUP_AUDIO: "metadata (EXIF, GPS, dates, device, titles, chapters, subtitles) is always removed",
+}
+#: Flags of the CLI alone (not anonymizing options): checked like the table's rows.
+JOBS = Option("jobs", int, 1, "files processed in parallel, each worker with its own model (0 = one per CPU "
+              "core; at most one per core, the cores are split between the workers)", GROUP_PERF,
+              min=0, max=256, metavar="N")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _help(row: Option) -> str:
+    text = row.help
+    if row.choices and row.type is str and len(",".join(row.choices)) > 30 and not all(
+            c in text for c in row.choices):
+        text += f"; one of {', '.join(row.choices)}"  # too long for the usage line: listed here
+    if row.default is None or row.type is bool:
+        return text
+    shown = ",".join(row.default) if row.type is tuple else row.default
+    return f"{text} (default: {shown})"
+
+
+def add_option(group, row: Option) -> None:
+    """Add the flag of one table row to ``group``: type, default, choices and help from the row."""
+    if row.type is bool:
+        group.add_argument(row.flag, dest=row.name, action="store_true", default=row.default, help=_help(row))
+        return
+    default = ",".join(row.default) if row.type is tuple else row.default
+    kind = {float: float, int: int}.get(row.type, str)
+    metavar = row.metavar or kind.__name__.upper()
+    if row.choices and row.type is str:
+        metavar = None if len(",".join(row.choices)) <= 30 else "NAME"  # None: argparse shows {a,b,c}
+    choices = row.choices if row.type is str and row.choices else None  # (a tuple row's value is a list)
+    group.add_argument(row.flag, dest=row.name, type=kind, default=default, choices=choices,
+                       metavar=metavar, help=_help(row))
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (the usage takes 16: --help shows it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="anonymize",
-        description="Irreversibly mask every face in videos and photos and strip metadata (offline).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("inputs", nargs="+", type=Path, help="video/photo files or folders (searched recursively)")
-    p.add_argument("-o", "--output", type=Path,
-                   help="output file (one input) or folder (several inputs / a folder); "
-                        "default: NAME.anonymized.EXT beside each input")
-    p.add_argument("--report", type=Path, help="write a JSON report of every masked region here")
-    p.add_argument("--mask", default=D.mask, help=f"mask style: blur, pixelate, solid (default {D.mask})")
-    p.add_argument("--mask-scale", type=float, default=D.mask_scale,
-                   help=f"head region size relative to the face box (default {D.mask_scale})")
-    p.add_argument("--mask-shape", choices=MASK_SHAPES, default=D.mask_shape)
-    p.add_argument("--edge-reach", type=float, default=D.edge_reach,
-                   help="grow faces cut by the frame edge past it by this share of their size; "
-                        f"0 = off (default {D.edge_reach})")
-    p.add_argument("--video-margin", type=float, default=D.video_margin,
-                   help="video: grow every face mask by this share of the frame's shorter side per side "
-                        f"(boxes jitter between frames; 0 = off, default {D.video_margin})")
-    p.add_argument("--edge-detect", type=float, default=D.edge_detect,
-                   help="reflect the face detector's input by this many pixels per side, so faces cut by "
-                        f"the frame edge look whole (e.g. 32; 0 = off, default {D.edge_detect})")
-    p.add_argument("--detector", default=D.detector,
-                   help=f"face detector: centerface; centerface-int8 (8-bit model, faster per frame, use with "
-                        f"--threshold 0.08); centerface-tta (flip/scale/tile passes fused: slower, for photos) "
-                        f"(default {D.detector})")
-    p.add_argument("--photo-detector", default=D.photo_detector,
-                   help=f"face detector for photos (default {D.photo_detector}: flipped and padded passes fused; "
-                        "centerface-tta-int8: the same on the 8-bit model)")
-    p.add_argument("--photo-threshold", type=float,
-                   help="score threshold of the photo detector (default: its measured photo setting)")
-    p.add_argument("--threshold", type=float, default=D.threshold,
-                   help=f"detection threshold; lower masks more (default {D.threshold})")
-    p.add_argument("--pad", type=float, default=D.pad,
-                   help=f"grow every face box by this many detector pixels per side (default {D.pad})")
-    p.add_argument("--detect-scale", type=float, default=D.detect_scale,
-                   help="resize frames by this factor before detection (default 1.0 = full resolution)")
-    p.add_argument("--detect-every", type=int, default=D.detect_every,
-                   help="run the detector on every N-th video frame and on scene cuts; the tracker fills "
-                        f"the rest (default {D.detect_every})")
-    p.add_argument("--between-scale", type=float, default=D.between_scale,
-                   help="with --detect-every > 1: resize factor of the cheap detection pass on the frames "
-                        f"between (0 = none; default {D.between_scale})")
-    p.add_argument("--hold-before", type=float, default=D.hold_before, help="seconds masked before a face appears")
-    p.add_argument("--hold-after", type=float, default=D.hold_after, help="seconds masked after a face is lost")
-    p.add_argument("--marks", default=",".join(D.marks),
-                   help=f"what to mask, comma-separated from {','.join(MARKS)}: faces; heads (people seen from "
-                        "behind or the side); persons (whole people); plates and text (legible text: signs, "
-                        f"badges, plates; found by one text detector) (default {','.join(D.marks)})")
-    p.add_argument("--marks-every", type=int, default=D.marks_every,
-                   help="video: detect the marks other than faces on every N-th frame and on scene cuts; their "
-                        f"masks are held and interpolated between (default {D.marks_every})")
-    p.add_argument("--audio", choices=AUDIO, default=D.audio,
-                   help="drop (default: voices identify people), keep (copied unchanged), or disguise (pitch and "
-                        "formants shifted by a random factor: reduces, does not remove, the risk)")
-    p.add_argument("--keep-audio", action="store_true", help="same as --audio keep")
-    p.add_argument("--quality", choices=sorted(QUALITY), default=D.quality, help="video encoder preset")
-    p.add_argument("--crf", type=int, help="override the encoder's CRF")
-    p.add_argument("--preset", help="override the x264 preset")
-    p.add_argument("--on-error", choices=ON_ERROR, default=D.on_error,
-                   help="fail: stop and write nothing (default); mask-frame: mask frames whose detection fails")
-    p.add_argument("--threads", type=int, default=D.threads, help="detector threads (0 = auto)")
-    p.add_argument("-j", "--jobs", type=int, default=1,
-                   help="files processed in parallel, each worker with its own model (default 1; 0 = one per "
-                        "CPU core; at most one per core, the cores are split between the workers)")
-    p.add_argument("--copy-other", action="store_true",
-                   help="with -o OUT_DIR: copy files that are not photos/videos verbatim, so they KEEP THEIR "
-                        "METADATA (documents, notes...). Photo/video/audio formats we cannot anonymize (RAW, "
-                        "TIFF, GIF, 3GP, MTS, audio...) are never copied")
-    p.add_argument("--manifest", type=Path,
-                   help="with -o OUT_DIR: where to record finished files for resuming "
-                        "(default: .OUT_DIR_NAME.anonymize-manifest.jsonl beside OUT_DIR)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (the summary is still printed)")
-    p.add_argument("--version", action="version", version=f"anonymize {__version__}")
+    p = Parser(prog="anonymize", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups = {g: p.add_argument_group(g, GROUP_NOTES.get(g)) for g in GROUPS}
+    io = groups[GROUP_IO]
+    io.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                    help="video/photo files or folders (searched recursively)")
+    io.add_argument("-o", "--output", metavar="OUTPUT",  # a str: pathlib would drop a trailing "/"
+                    help="output file (one input) or folder (several inputs, a folder, an existing folder or a "
+                         "name ending in /: created if missing); default: NAME.anonymized.EXT beside each input")
+    existing = io.add_mutually_exclusive_group()
+    existing.add_argument("-y", "--overwrite", action="store_true", help="replace output files that exist")
+    existing.add_argument("-n", "--no-overwrite", action="store_true",
+                          help="skip inputs whose output file exists (a note lists them)")
+    io.add_argument("--dry-run", action="store_true",
+                    help="print what would be done (input -> output, action) and exit; loads and writes nothing")
+    io.add_argument("--report", type=Path, help="write a JSON report of every masked region here")
+    io.add_argument("--copy-other", action="store_true",
+                    help="with -o OUT_DIR: copy files that are not photos/videos verbatim, so they KEEP THEIR "
+                         "METADATA (documents, notes...). Photo/video/audio formats we cannot anonymize (RAW, "
+                         "TIFF, GIF, 3GP, MTS, audio...) are never copied")
+    io.add_argument("--manifest", type=Path,
+                    help="with -o OUT_DIR: where to record finished files for resuming "
+                         "(default: .OUT_DIR_NAME.anonymize-manifest.jsonl beside OUT_DIR)")
+    for row in TABLE:
+        if row.cli:
+            add_option(groups[row.group], row)
+    groups[GROUP_PERF].add_argument("-j", "--jobs", type=int, default=JOBS.default, metavar=JOBS.metavar,
+                                    help=_help(JOBS))
+    msg = p.add_argument_group("messages")
+    msg.add_argument("-v", "--verbose", action="count", default=0, help="say more (-vv: debug messages)")
+    msg.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default: warning; -v info, -vv debug)")
+    bars = msg.add_mutually_exclusive_group()
+    bars.add_argument("--progress", action="store_true",
+                      help="show progress bars even when stderr is not a terminal (default: only on a terminal)")
+    bars.add_argument("-q", "--quiet", action="store_true", help="no progress bars (the summary is still printed)")
+    msg.add_argument("--version", action="version", version=f"anonymize {__version__}")
     return p
 
 
@@ -120,23 +142,140 @@ def plan(inputs: list[Path], output: Path | None) -> list[tuple[Path, Path]]:
     return [(j.src, j.dst) for j in batch.plan(inputs, output).jobs]
 
 
+# --------------------------------------------------------------------------------------------
+# checks
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """The :class:`Options` of the parsed flags; a refused value raises InputError naming its flag."""
+    try:
+        JOBS.check(args.jobs)
+        return Options(**{row.name: getattr(args, row.name) for row in TABLE if row.cli})
+    except OptionError as exc:
+        flag = OPTIONS[exc.name].flag if exc.name in OPTIONS else JOBS.flag
+        raise InputError(f"{flag} {exc.rule} (got {exc.value!r})") from None
+
+
+def existing_outputs(the_plan: batch.Plan) -> list[batch.Job]:
+    """The jobs whose output exists and is not one the manifest recorded as done.
+
+    An output the folder's manifest recorded as done is the manifest's to decide
+    (:func:`anonymize.batch.process_job`): skipped when input, settings and output are unchanged,
+    redone otherwise."""
+    done = set()
+    if the_plan.manifest is not None:
+        done = {r["input"] for r in batch.read_manifest(the_plan.manifest) if r.get("status") == "done"}
+    return [j for j in the_plan.jobs if os.path.lexists(j.dst) and j.rel not in done]
+
+
+def _names(jobs: list[batch.Job], at_most: int = 3) -> str:
+    shown = ", ".join(j.shown_dst for j in jobs[:at_most])
+    return shown + (f" and {len(jobs) - at_most} more" if len(jobs) > at_most else "")
+
+
+def settle_existing(the_plan: batch.Plan, args: argparse.Namespace) -> list[batch.Job]:
+    """Apply -y / -n / the default to the outputs that exist; returns the jobs skipped (-n).
+
+    ``-y``: they are replaced. ``-n``: their jobs leave the plan. Default: InputError (exit 2),
+    except in an output folder whose manifest exists: there an unrecorded output can be one that
+    a killed run finished but had no time to record, and rerunning the command must resume, so
+    it is redone."""
+    clash = existing_outputs(the_plan)
+    if not clash or args.overwrite:
+        return []
+    if args.no_overwrite:
+        skip = set(clash)
+        the_plan.jobs = [j for j in the_plan.jobs if j not in skip]
+        return clash
+    if the_plan.manifest is not None and the_plan.manifest.exists():
+        return []
+    if len(clash) == 1:
+        raise InputError(f"{clash[0].shown_dst} exists; use -y to replace it (or -n to skip it)")
+    raise InputError(f"{len(clash)} outputs exist ({_names(clash)}); use -y to replace them (or -n to skip them)")
+
+
+def print_plan(jobs: list[batch.Job], the_plan: batch.Plan, skipped: list[batch.Job]) -> None:
+    """``--dry-run``: one line per input on stdout, ``INPUT -> OUTPUT (action)``, in plan order."""
+    known = {}
+    if the_plan.manifest is not None:
+        known = {r["input"]: r for r in batch.read_manifest(the_plan.manifest)}
+    for job in jobs:
+        if job in skipped:
+            action = "skip: output exists"
+        elif known.get(job.rel, {}).get("status") == "done":
+            action = "done before: skipped if unchanged, else redone"
+        elif os.path.lexists(job.dst):
+            action = f"{job.action}, replacing the output"
+        else:
+            action = job.action
+        print(f"{job.shown} -> {job.shown_dst} ({action})")
+    for name in the_plan.refused:
+        print(f"{name}: not copied (a photo/video/audio format that cannot be anonymized)")
+    for name in the_plan.not_copied:
+        print(f"{name}: left out (not a photo/video; --copy-other copies it verbatim)")
+    print(f"anonymize: dry run: {len(jobs) - len(skipped)} to do, {len(skipped)} skipped; nothing was written",
+          file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# messages
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a message comes (callers and tests replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    """``anonymize: message`` lines on stderr at the level of --log-level or -v/-vv."""
+    name = args.log_level or ("debug" if args.verbose >= 2 else "info" if args.verbose else "warning")
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()  # on the root logger, so tqdm can route it around its bars
+        handler.setFormatter(logging.Formatter("anonymize: %(message)s"))
+        root.addHandler(handler)
+    log.setLevel(getattr(logging, name.upper()))
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars: --progress forces them, -q turns them off, else only on a terminal."""
+    if args.quiet:
+        return False
+    if args.progress:
+        return True
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _fail(exc: Exception) -> int:
+    print(f"anonymize: error: {exc}", file=sys.stderr)
+    return getattr(exc, "exit_code", 2)
+
+
+# --------------------------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["audit"]:  # `anonymize audit OUT [--against IN]`
         from .audit import main as audit_main
 
         return audit_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="anonymize: %(message)s")
     try:
-        if args.jobs < 0:
-            raise InputError("--jobs must be >= 0")
-        options = Options().updated(
-            mask=args.mask, mask_scale=args.mask_scale, mask_shape=args.mask_shape, edge_reach=args.edge_reach, video_margin=args.video_margin, edge_detect=args.edge_detect, threshold=args.threshold,
-            detector=args.detector, photo_detector=args.photo_detector, photo_threshold=args.photo_threshold, pad=args.pad, detect_scale=args.detect_scale, detect_every=args.detect_every, between_scale=args.between_scale,
-            hold_before=args.hold_before, hold_after=args.hold_after,
-            audio="keep" if args.keep_audio else args.audio, marks=args.marks, marks_every=args.marks_every,
-            quality=args.quality, crf=args.crf, preset=args.preset, on_error=args.on_error, threads=args.threads)
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    setup_logging(args)
+    try:
+        options = options_from_args(args)
         the_plan = batch.plan(args.inputs, args.output, copy_other=args.copy_other, manifest=args.manifest)
         if not the_plan.jobs:
             raise InputError("no video or photo files found")
@@ -144,7 +283,24 @@ def main(argv: list[str] | None = None) -> int:
             check_writes([Path(j.shown) for j in the_plan.jobs], [
                 ("--report", args.report), *(("output", Path(j.shown_dst)) for j in the_plan.jobs),
                 *([("--manifest", the_plan.manifest)] if the_plan.manifest is not None else [])])
+        planned = list(the_plan.jobs)
+        skipped = settle_existing(the_plan, args)
     except (AnonymizeError, ValueError) as exc:
-        print(f"anonymize: error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 2)
-    return batch.run(the_plan, options, jobs=args.jobs, report=args.report, quiet=args.quiet)
+        return _fail(exc)
+    if args.dry_run:
+        print_plan(planned, the_plan, skipped)
+        return 0
+    if skipped:
+        print(f"anonymize: skipped {len(skipped)} input(s) whose output exists (-n): {_names(skipped)}",
+              file=sys.stderr)
+    if not the_plan.jobs:
+        return 0
+    log.info("%d file(s) to do; output: %s%s", len(the_plan.jobs), the_plan.out_dir or "beside each input / -o",
+             f"; manifest: {the_plan.manifest}" if the_plan.manifest else "")
+    log.debug("options: %s", options.as_dict())
+    if the_plan.out_dir is not None:
+        try:
+            the_plan.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return _fail(InputError(f"{args.output}: cannot create the output folder ({exc.strerror or exc})"))
+    return batch.run(the_plan, options, jobs=args.jobs, report=args.report, quiet=not show_progress(args))

@@ -131,16 +131,16 @@ def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: b
     tools = {
         "ffmpeg": ([ffmpeg(), "-v", "error", "-y", "-i", str(clip), "-map", "0:V:0", "-c:v", "libx264",
                     "-preset", preset, "-crf", str(crf), str(work / "ffmpeg.mp4")], runs),
-        "anonymize": ([sys.executable, "-m", "anonymize", str(clip), "-o", str(work / "ours.mp4"), "-q"], runs),
+        "anonymize": ([sys.executable, "-m", "anonymize", str(clip), "-o", str(work / "ours.mp4"), "-y", "-q"], runs),
         # the cost of the default marks (heads, plates, text) on top of faces
         "anonymize --marks faces": ([sys.executable, "-m", "anonymize", str(clip), "-o", str(work / "faces.mp4"),
-                                     "-q", "--marks", "faces"], runs if marks_row else 0),
+                                     "-y", "-q", "--marks", "faces"], runs if marks_row else 0),
         "deface": ([str(Path(sys.executable).with_name("deface")), str(clip), "-o", str(work / "deface.mp4"),
                     "--keep-audio"], deface_runs),
     }
     for k, flags in enumerate(also):  # --also: our CLI with other flags, e.g. the int8 detector
         tools[f"anonymize {flags}"] = ([sys.executable, "-m", "anonymize", str(clip), "-o", str(work / f"also{k}.mp4"),
-                                        "-q", *flags.split()], runs)
+                                        "-y", "-q", *flags.split()], runs)
     # round-robin (run 1 of every tool, then run 2, ...) so that a change in the machine's other
     # load during the benchmark falls on every tool alike
     samples: dict[str, list] = {name: [] for name, (_, n) in tools.items() if n > 0}
@@ -191,7 +191,7 @@ def memory_rows(lengths: list[float], extra: list[str], work: Path) -> list[dict
     rows = []
     for seconds in lengths:
         clip = looped_clip(seconds)
-        wall, peak, cpu = timed([sys.executable, "-m", "anonymize", str(clip), "-o", str(work / "mem.mp4"), "-q",
+        wall, peak, cpu = timed([sys.executable, "-m", "anonymize", str(clip), "-o", str(work / "mem.mp4"), "-y", "-q",
                                  "--report", str(work / "mem.json"), *extra])
         frames = frame_count(clip)
         rows.append({"tool": "anonymize " + " ".join(extra), "clip": clip.name, "frames": frames,
