@@ -33,7 +33,7 @@ def atomic_output(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{final.suffix}", dir=final.parent)
-    os.close(fd)
+    _lock_while_written(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
@@ -43,3 +43,16 @@ def atomic_output(final: Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    finally:
+        os.close(fd)
+
+
+def _lock_while_written(fd: int) -> None:
+    """Hold an advisory lock on the temporary file while it is written (its fd stays open until
+    the file is renamed or deleted), so that the stale-partial cleanup of another run
+    (:func:`anonymize.batch.remove_if_stale`) can tell a live temporary file from one a killed
+    run left: the kernel drops the lock when its process dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, ImportError):
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

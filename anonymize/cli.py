@@ -10,6 +10,7 @@ from . import batch
 from .api import __version__
 from .config import AUDIO, MARKS, MASK_SHAPES, ON_ERROR, Options
 from .errors import AnonymizeError, InputError
+from .signals import Terminated, handle_signals
 from .video import QUALITY
 
 log = logging.getLogger("anonymize")
@@ -120,6 +121,16 @@ def plan(inputs: list[Path], output: Path | None) -> list[tuple[Path, Path]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; SIGTERM, SIGHUP and SIGINT stop it cleanly (exit 143, 129, 130)."""
+    with handle_signals():
+        try:
+            return _main(argv)
+        except Terminated as exc:  # raised outside batch.run, which handles its own
+            print(f"anonymize: stopped by {exc.name}", file=sys.stderr)
+            return exc.exit_code
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["audit"]:  # `anonymize audit OUT [--against IN]`
         from .audit import main as audit_main
