@@ -60,7 +60,7 @@ def atomic_output(final: Path) -> Iterator[Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
         prefix, suffix = temp_affixes(final)
         fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=final.parent)
-        os.close(fd)
+        _lock_while_written(fd)
     except OSError as exc:
         raise EncodeError(f"{shown(final)}: cannot write in {shown(final.parent)} "
                           f"({exc.strerror or exc})") from exc
@@ -76,3 +76,16 @@ def atomic_output(final: Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    finally:
+        os.close(fd)
+
+
+def _lock_while_written(fd: int) -> None:
+    """Hold an advisory lock on the temporary file while it is written (its fd stays open until
+    the file is renamed or deleted), so that the stale-partial cleanup of another run
+    (:func:`anonymize.batch.remove_if_stale`) can tell a live temporary file from one a killed
+    run left: the kernel drops the lock when its process dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, ImportError):
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

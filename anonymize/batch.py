@@ -13,7 +13,10 @@ skips a file whose input sha256 and settings match its last ``done`` record *and
 still exists with the recorded sha256; it redoes failed, changed and missing ones. Outputs are
 renamed into place only when complete (:func:`~anonymize.atomic.atomic_output`), so a killed run
 leaves no truncated file under a final name; its hidden ``.NAME.*.partial.EXT`` temporary files
-are deleted when the next run starts. Only the process that holds the manifest's lock writes
+are deleted when the next run starts (a folder batch: all of them in ``OUT_DIR``; any other run:
+those of its own output names), unless a live run is writing them (:func:`remove_if_stale`).
+SIGTERM, SIGHUP and SIGINT stop a run cleanly (:mod:`anonymize.signals`): workers unwind and
+exit, no temporary file is left, the manifest keeps what finished and the summary is printed. Only the process that holds the manifest's lock writes
 into ``OUT_DIR``'s bookkeeping; a second concurrent run on the same folder is refused.
 """
 from __future__ import annotations
@@ -43,6 +46,7 @@ from .config import Options
 from .errors import AnonymizeError, EncodeError, FFmpegNotFound, InputError, ModelError
 from .paths import check_manifest, check_manifest_stat, check_name_length, check_writes, require_regular_input, shown
 from .report import FileReport, write_report
+from .signals import Terminated
 
 log = logging.getLogger("anonymize")
 
@@ -365,18 +369,71 @@ class Manifest:
             os.close(self.fd)
 
 
-def remove_stale_partials(out_dir: Path, skip: Iterable[Path] = ()) -> int:
+def remove_if_stale(path: Path, before: float | None = None) -> bool:
+    """Delete one of our temporary files if no live run is writing it; True if deleted.
+
+    Live means: some process holds its advisory lock (:func:`~anonymize.atomic.atomic_output`
+    holds one while writing, and the kernel drops it when that process dies, even by SIGKILL),
+    or it was modified at or after ``before`` (the start of this run, when given: spares a file
+    another run created a moment ago, before taking its lock). Never follows a link."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (before is not None and st.st_mtime >= before):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live run holds it
+        try:
+            if not os.path.samestat(st, os.stat(path, follow_symlinks=False)):
+                return False  # replaced since we opened it
+            os.unlink(path)
+        except OSError:
+            return False
+        return True
+    finally:
+        os.close(fd)
+
+
+def remove_stale_partials(out_dir: Path, skip: Iterable[Path] = (), before: float | None = None) -> int:
     """Delete the ``.NAME.*.partial.EXT`` temporary files a killed run left in ``out_dir``
-    (not in the folders ``skip``: input folders that happen to lie inside it)."""
+    (not in the folders ``skip``: input folders that happen to lie inside it), sparing those a
+    live run is writing (:func:`remove_if_stale`)."""
     skip = list(skip)
     removed = 0
     for top, dirs, files in os.walk(out_dir, followlinks=False):
         dirs[:] = [d for d in dirs if not any(_same(Path(top, d), s) for s in skip)]
         for name in files:
-            if _PARTIAL.match(name):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(top, name))
-                    removed += 1
+            if _PARTIAL.match(name) and remove_if_stale(Path(top, name), before):
+                removed += 1
+    return removed
+
+
+def remove_partials_of(outputs: Iterable[Path], before: float | None = None) -> int:
+    """Delete the temporary files a killed run left for these output paths: in each output's
+    folder, only ``.STEM.XXXXXXXX.partial.EXT`` for that output's own stem and extension, and
+    only where no live run is writing them (:func:`remove_if_stale`)."""
+    wanted: dict[Path, list[re.Pattern]] = {}
+    for out in outputs:
+        out = Path(out)
+        pat = re.compile(rf"^\.{re.escape(out.stem)}\.[a-z0-9_]+\.partial{re.escape(out.suffix)}$")
+        wanted.setdefault(out.parent, []).append(pat)
+    removed = 0
+    for folder, pats in wanted.items():
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if (_PARTIAL.match(name) and any(p.match(name) for p in pats)
+                    and remove_if_stale(folder / name, before)):
+                removed += 1
     return removed
 
 
@@ -493,8 +550,20 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _worker_signal(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    """In a worker: SIGTERM/SIGHUP during a job unwind it (:class:`Terminated`; the worker exits
+    after, in :func:`_worker_job`); between jobs the worker exits at once (nothing to clean)."""
+    if _worker.get("busy") and not _worker.get("stopping"):
+        _worker["stopping"] = True
+        raise Terminated(signum)
+    if not _worker.get("busy"):
+        os._exit(128 + signum)
+
+
 def _worker_init(options: Options, parent: int, frames_dir: str | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, _worker_signal)
+    signal.signal(signal.SIGHUP, _worker_signal)
     _die_with_parent(parent)
     try:
         import cv2
@@ -517,7 +586,13 @@ def _worker_models() -> list[dict]:
 
 
 def _worker_job(job: Job, prev: dict | None, settings: str) -> Outcome:
-    out = process_job(_worker_runner, job, prev, settings)
+    _worker["busy"] = True
+    try:
+        out = process_job(_worker_runner, job, prev, settings)
+    except Terminated as exc:
+        os._exit(exc.exit_code)  # the job has unwound; the parent is stopping the pool
+    finally:
+        _worker["busy"] = False
     if out.report is not None:
         spool, out.report._spool = out.report._spool, None
         if spool is not None and _worker.get("frames_dir"):
@@ -570,26 +645,38 @@ def run(the_plan: Plan, options: Options, *, jobs: int = 1, report: Path | None 
         runner: Anonymizer | None = None) -> int:
     """Process a plan, print the summary to stderr; return the exit code."""
     start = time.perf_counter()
+    started = time.time()  # temporary files modified since belong to a live run
     settings = settings_hash(options)
     todo = the_plan.jobs
     manifest = None
+    summary = Summary()  # filled as files finish, so an interrupted run still reports them
     try:
         if the_plan.manifest is not None:
             manifest = Manifest(the_plan.manifest)
-            stale = remove_stale_partials(the_plan.out_dir, skip=the_plan.roots)
-            if stale:
-                log.warning("removed %d unfinished temporary file(s) of an interrupted run", stale)
+            stale = remove_stale_partials(the_plan.out_dir, skip=the_plan.roots, before=started)
+        else:
+            stale = remove_partials_of((j.dst for j in todo), before=started)
+        if stale:
+            log.warning("removed %d unfinished temporary file(s) of an interrupted run", stale)
         workers, options = worker_plan(jobs, options, sum(j.action == "anonymize" for j in todo))
         if workers <= 1 or len(todo) < 2:
-            summary, models, runner = _run_here(todo, options, settings, manifest, quiet, runner)
+            summary, models, runner = _run_here(todo, options, settings, manifest, quiet, runner, summary)
         else:
-            summary, models = _run_pool(todo, options, settings, manifest, quiet, workers, report is not None)
+            summary, models = _run_pool(todo, options, settings, manifest, quiet, workers, report is not None,
+                                        summary)
     except AnonymizeError as exc:
         print(f"anonymize: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("anonymize: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as exc:
+        why = exc.name if isinstance(exc, Terminated) else "interrupted"
+        summary.seconds = time.perf_counter() - start
+        if summary.frames_dir:
+            shutil.rmtree(summary.frames_dir, ignore_errors=True)
+        _print_summary(the_plan, summary)
+        again = "resume" if the_plan.manifest is not None else "start again"
+        print(f"anonymize: stopped ({why}); no unfinished file was left; run the same command again to {again}",
+              file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Terminated) else 130
     except BrokenProcessPool:
         print("anonymize: error: a worker process died (out of memory?); finished files are recorded, "
               "run the same command again to resume", file=sys.stderr)
@@ -647,13 +734,14 @@ def _record(summary: Summary, manifest: Manifest | None, out: Outcome) -> None:
 
 
 def _run_here(todo: list[Job], options: Options, settings: str, manifest: Manifest | None, quiet: bool,
-              runner: Anonymizer | None) -> tuple[Summary, list[dict], Anonymizer | None]:
+              runner: Anonymizer | None, summary: Summary | None = None
+              ) -> tuple[Summary, list[dict], Anonymizer | None]:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .ffmpeg_tools import probe
 
-    summary = Summary()
+    summary = summary if summary is not None else Summary()
     built: list[Anonymizer] = [runner] if runner is not None else []
 
     def get_runner() -> Anonymizer:
@@ -679,14 +767,14 @@ def _run_here(todo: list[Job], options: Options, settings: str, manifest: Manife
 
 
 def _run_pool(todo: list[Job], options: Options, settings: str, manifest: Manifest | None, quiet: bool,
-              workers: int, want_frames: bool) -> tuple[Summary, list[dict]]:
+              workers: int, want_frames: bool, summary: Summary | None = None) -> tuple[Summary, list[dict]]:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    summary = Summary()
+    summary = summary if summary is not None else Summary()
     prevs = manifest.last if manifest else {}
     frames_dir = summary.frames_dir = tempfile.mkdtemp(prefix="anonymize-frames-") if want_frames else None
     # biggest first, so one long video does not run alone at the end
@@ -721,10 +809,15 @@ def _run_pool(todo: list[Job], options: Options, settings: str, manifest: Manife
                             break
             finally:
                 bar.close()
-    except BaseException:
-        _kill_pool(pool)
+    except BaseException as exc:
+        # on a signal, the workers unwind their jobs (ffmpeg killed, temporary files deleted) first
+        _kill_pool(pool, graceful=isinstance(exc, (Terminated, KeyboardInterrupt)))
+        # what a worker that had to be killed left behind (the workers are gone: no lock is held
+        # for them any more; a live run of another process keeps its own)
+        remove_partials_of(j.dst for j in todo)
         if frames_dir:
             shutil.rmtree(frames_dir, ignore_errors=True)
+        summary.frames_dir = None
         raise
     if summary.fatal:
         _kill_pool(pool)
@@ -740,12 +833,26 @@ def _run_pool(todo: list[Job], options: Options, settings: str, manifest: Manife
     return summary, models
 
 
-def _kill_pool(pool) -> None:
-    procs = list(getattr(pool, "_processes", {}).values())
+def _kill_pool(pool, graceful: bool = False, grace_s: float = 20.0) -> None:
+    """Stop the workers. ``graceful``: SIGTERM first, so each unwinds its job (kills its ffmpeg,
+    deletes its temporary file) and exits, and wait up to ``grace_s`` for that; then SIGKILL
+    whatever is left, and wait until the workers are gone."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
+    if graceful:
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.terminate()
+        deadline = time.monotonic() + grace_s
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.join(max(0.0, deadline - time.monotonic()))
     for p in procs:
         with contextlib.suppress(Exception):
             p.kill()
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.join(5)
 
 
 def _why(o: Outcome) -> str:

@@ -17,6 +17,7 @@ from .api import __version__
 from .config import (GROUP_AUDIO, GROUP_IO, GROUP_PERF, GROUPS, TABLE, Option, OptionError, OPTIONS, Options)
 from .errors import AnonymizeError, InputError
 from .paths import check_writes
+from .signals import Terminated, handle_signals
 
 log = logging.getLogger("anonymize")
 
@@ -48,7 +49,8 @@ exit codes: 0 every file done (or already done); for one file, or a list of file
 the (first) failure: 2 bad input or option (missing, unsupported, corrupt, would overwrite the
 input or an existing output), 3 decode, 4 detect, 5 encode (incl. disk full), 6 model missing or
 sha256 mismatch, 7 no ffmpeg, 1 other; 8 some files of a folder batch failed (the others are
-written; see the summary, the manifest and --report). 6 and 7 stop a batch. 130 interrupted.
+written; see the summary, the manifest and --report). 5 (disk full), 6 and 7 stop a batch.
+129 SIGHUP, 130 SIGINT (Ctrl-C), 143 SIGTERM: stopped cleanly, nothing unfinished left.
 
 report statuses: ok (anonymized), copied (--copy-other), skipped (already done), failed.
 """
@@ -263,7 +265,18 @@ def _fail(exc: Exception) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    SIGTERM, SIGHUP and SIGINT stop it cleanly (exit 143, 129, 130)."""
+    with handle_signals():
+        try:
+            return _main(argv)
+        except Terminated as exc:  # raised outside batch.run, which handles its own
+            print(f"anonymize: stopped by {exc.name}", file=sys.stderr)
+            return exc.exit_code
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["audit"]:  # `anonymize audit OUT [--against IN]`
         from .audit import main as audit_main

@@ -17,8 +17,12 @@ def cpu_session(model: bytes | str, threads: int = 0):
     onnxruntime's memory pattern (one pre-planned block for all of a run's intermediate tensors)
     is off: it cost CenterFace's peak memory 2.75 GB instead of 1.6 GB on a 4K frame and 787 MB
     instead of 500 MB at 1080p, for no measurable speed (1.14 s vs 1.14 s per 4K call). The
-    memory arena stays on (without it 4K calls took 1.8 s). Idle worker threads do not spin."""
-    import onnxruntime as ort
+    memory arena stays on (without it 4K calls took 1.8 s). Idle worker threads do not spin.
+    Every session of the package is made here, with onnxruntime's telemetry off
+    (:mod:`anonymize.offline`)."""
+    from ..offline import onnxruntime
+
+    ort = onnxruntime()
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
