@@ -11,7 +11,6 @@ viewers assume once the profile is gone).
 """
 from __future__ import annotations
 
-import errno
 import io
 import struct
 import warnings
@@ -23,7 +22,7 @@ import pillow_heif
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_output
-from .errors import EncodeError, InputError
+from .errors import DiskFull, EncodeError, InputError, is_disk_full
 
 pillow_heif.register_heif_opener()
 
@@ -124,8 +123,8 @@ def write_photo(bgr: np.ndarray, path: Path, info: PhotoInfo, quality: int = 92)
         with atomic_output(path) as tmp:
             image.save(tmp, format=info.format, **options[info.format])
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise EncodeError(f"{path}: no space left on the disk while writing the photo") from exc
+        if is_disk_full(exc):
+            raise DiskFull(f"{path}: no space left on the disk while writing the photo") from exc
         raise EncodeError(f"{path}: cannot write the photo ({exc})") from exc
     except (ValueError, KeyError, RuntimeError) as exc:  # encoder refused (e.g. HEIF encoder missing)
         raise EncodeError(f"{path}: cannot encode the photo as {info.format} ({exc})") from exc

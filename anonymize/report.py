@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .errors import DiskFull, EncodeError, is_disk_full
 from .regions import Regions
 
 SCHEMA_VERSION = 1
@@ -59,7 +60,10 @@ class FileReport:
              "h": round(float(b[3] - b[1]), 1), "shape": str(sh), "kind": str(k), "score": round(float(s), 3),
              "source": str(src)}
             for b, k, s, src, sh in zip(regions.boxes, regions.kinds, regions.scores, regions.sources, shapes)]}
-        self._spool.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        try:
+            self._spool.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        except OSError as exc:  # the spool went to the temporary folder, and that is full or broken
+            raise _write_error(exc, f"{tempfile.gettempdir()}: cannot spool the report's frames") from exc
 
     def frames(self) -> Iterator[dict]:
         if self._spool is None:
@@ -75,6 +79,19 @@ class FileReport:
 
 def write_report(path: Path, files: list[FileReport], settings: dict, models: list[dict], version: str) -> None:
     """Write the report JSON, streaming each file's frames from its spool."""
+    try:
+        _write_report(Path(path), files, settings, models, version)
+    except OSError as exc:
+        raise _write_error(exc, f"{path}: cannot write the report") from exc
+
+
+def _write_error(exc: OSError, what: str) -> EncodeError:
+    if is_disk_full(exc):
+        return DiskFull(f"{what}: no space left on the disk")
+    return EncodeError(f"{what} ({exc.strerror or exc})")
+
+
+def _write_report(path: Path, files: list[FileReport], settings: dict, models: list[dict], version: str) -> None:
     from .atomic import atomic_output
 
     with atomic_output(Path(path)) as tmp, open(tmp, "w") as f:

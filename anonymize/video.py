@@ -17,7 +17,7 @@ from typing import Iterator
 import ffmpeg
 import numpy as np
 
-from .errors import DecodeError, EncodeError
+from .errors import DecodeError, DiskFull, EncodeError
 from .ffmpeg_tools import Probe, ffmpeg_exe
 from .mkv import MkvError, MkvFrameReader, MkvFrameWriter
 
@@ -264,6 +264,6 @@ class VideoEncoder:
             proc.kill()
         proc.wait()
         text = self._err.text() if self._err else ""
-        if "No space left" in text:
-            return EncodeError(f"{self.out_path.parent}: no space left on device")
+        if "No space left" in text or "quota exceeded" in text.lower():
+            return DiskFull(f"{self.out_path.parent}: no space left on the disk while writing the video")
         return EncodeError(f"{what} ({self.out_path.name}): {text[-500:]}")

@@ -1,15 +1,23 @@
 """Inputs the tool refuses, drops or warns about, and full disks: real files made with ffmpeg."""
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
+import tempfile
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
-from anonymize import InputError
+from anonymize import EncodeError, InputError
 from anonymize.cli import main as cli_main
+from anonymize.errors import DiskFull
+from anonymize.regions import Regions
+from anonymize.report import FileReport
 
-from .conftest import ff
+from .conftest import face_clip, ff
 
 
 def _no_video_inputs(tmp_path: Path, astronaut_bgr) -> dict[str, Path]:
@@ -51,3 +59,110 @@ def test_cli_exits_2_for_audio_only_and_empty(tmp_path, astronaut_bgr, capsys):
     err = capsys.readouterr().err
     assert "no video stream: audio-only file" in err and "no streams at all" in err
     assert not (tmp_path / "o.mp4").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# full disks: a real, small tmpfs (needs root and permission to mount; skipped otherwise)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Mount a tmpfs of ``size`` bytes at a fresh folder; ``fill=True`` fills it to the last byte."""
+    mounted: list[Path] = []
+
+    def make(size: int = 64 << 10, fill: bool = False) -> Path:
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+        mounted.append(where)
+        if fill:
+            fd = os.open(where / ".filler", os.O_WRONLY | os.O_CREAT)
+            try:
+                while True:
+                    os.write(fd, b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+            finally:
+                os.close(fd)
+        return where
+
+    yield make
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _left(folder: Path) -> list[str]:
+    """Everything in ``folder`` (recursively) but the filler."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name != ".filler")
+
+
+def test_video_onto_a_full_disk_exits_5_and_leaves_nothing(tmp_path, small_disk, capsys):
+    src = tmp_path / "noisy.mp4"  # noise does not compress: ~ 1 MB once encoded
+    ff("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=1,noise=alls=60:allf=t", "-c:v", "libx264",
+       "-preset", "ultrafast", "-qp", "0", str(src))
+    disk = small_disk(64 << 10)
+    out = disk / "out.mp4"
+    assert cli_main([str(src), "-o", str(out), "-q"]) == 5
+    assert not out.exists() and _left(disk) == []  # no output, no temporary file
+    assert "no space left on the disk" in capsys.readouterr().err
+
+
+def test_photo_onto_a_full_disk_raises_disk_full(tmp_path, small_disk, face_png, anonymizer):
+    disk = small_disk(64 << 10)  # the 512x512 PNG is ~ 500 kB
+    with pytest.raises(DiskFull, match="no space left") as err:
+        anonymizer.file(face_png, disk / "out.png")
+    assert err.value.exit_code == 5 and isinstance(err.value, EncodeError)
+    assert _left(disk) == []
+
+
+def test_batch_stops_at_the_first_full_disk(tmp_path, small_disk, astronaut_bgr, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / f"p{i}.png"), np.roll(astronaut_bgr, 40 * i, axis=1))
+    disk = small_disk(128 << 10)
+    out = disk / "out"
+    # a folder batch whose failures would make exit code 8 stops with 5: every later file would fail too
+    assert cli_main([str(src), "-o", str(out), "-q"]) == 5
+    err = capsys.readouterr().err
+    assert "0 done, 0 skipped as already done, 1 failed" in err
+    assert "stopped:" in err and "no space left on the disk" in err
+    assert [n for n in _left(disk) if n.startswith("out/")] == []  # nothing under a final name, no temporary
+
+
+def test_manifest_on_a_full_disk_stops_the_batch_with_the_summary(tmp_path, small_disk, astronaut_bgr, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / f"p{i}.jpg"), np.roll(astronaut_bgr, 40 * i, axis=1))
+    disk = small_disk(64 << 10, fill=True)
+    manifest = disk / "m.jsonl"
+    assert cli_main([str(src), "-o", str(out), "-q", "--manifest", str(manifest)]) == 5
+    err = capsys.readouterr().err
+    assert "1 done" in err and f"stopped: {manifest}: no space left on the disk for the manifest" in err
+    assert "run the same command again" in err
+    # the first file is complete under its name (only not recorded: a rerun redoes it); no more were started
+    assert sorted(p.name for p in out.iterdir()) == ["p0.jpg"]
+    assert cv2.imread(str(out / "p0.jpg")) is not None
+    assert manifest.read_bytes() == b""  # no half record
+
+
+def test_report_onto_a_full_disk_exits_5(tmp_path, small_disk, face_png, capsys):
+    disk = small_disk(64 << 10, fill=True)
+    report = disk / "r.json"
+    assert cli_main([str(face_png), "-o", str(tmp_path / "o.png"), "-q", "--report", str(report)]) == 5
+    assert "could not write the report" in capsys.readouterr().err
+    assert _left(disk) == []
+
+
+def test_full_temporary_folder_while_spooling_the_report(small_disk, monkeypatch):
+    # a long video's report frames spill from memory into the temporary folder after 4 MB
+    monkeypatch.setattr(tempfile, "tempdir", str(small_disk(256 << 10, fill=True)))
+    report = FileReport("in.mp4", "out.mp4", "video")
+    many = Regions(np.tile(np.array([[10, 10, 50, 60]], np.float32), (500, 1)))
+    with pytest.raises(DiskFull, match="cannot spool the report's frames: no space left"):
+        for i in range(200):  # ~ 100 kB a frame
+            report.add_frame(i, i / 30, many, "ellipse")
