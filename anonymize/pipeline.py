@@ -182,8 +182,13 @@ def removed_from_video(p: Probe, audio: str) -> list[str]:
 
 
 def check_video_streams(src: Path, info: Probe) -> None:
-    """Refuse (:class:`InputError`) a "video" without a real video stream: audio only, a cover
-    picture only, or no streams at all."""
+    """Refuse (:class:`InputError`) a "video" without a real video stream (audio only, a cover
+    picture only, no streams at all) or with more than one (cover pictures do not count)."""
+    videos = [s for s in info.streams if s.kind == "video" and not s.attached_pic]
+    if len(videos) > 1:
+        # we would mask and keep only the first: the others would silently disappear
+        raise InputError(f"{src}: has {len(videos)} video streams; only single-video files are supported "
+                         "(extract one with ffmpeg -i IN -map 0:v:N -c copy OUT)")
     if info.video is not None:
         return
     if not info.streams:

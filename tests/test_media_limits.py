@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 import pytest
 
 from anonymize import EncodeError, InputError
@@ -166,3 +167,47 @@ def test_full_temporary_folder_while_spooling_the_report(small_disk, monkeypatch
     with pytest.raises(DiskFull, match="cannot spool the report's frames: no space left"):
         for i in range(200):  # ~ 100 kB a frame
             report.add_frame(i, i / 30, many, "ellipse")
+
+
+# ---------------------------------------------------------------------------------------------
+# what would otherwise be dropped without a word
+
+
+def test_two_video_streams_are_refused(tmp_path, anonymizer):
+    src = tmp_path / "two.mkv"
+    ff("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=0.5",
+       "-f", "lavfi", "-i", "testsrc=size=160x120:rate=30:duration=0.5",
+       "-map", "0:v", "-map", "1:v", "-c:v", "libx264", "-preset", "ultrafast", str(src))
+    out = tmp_path / "out.mkv"
+    with pytest.raises(InputError, match="has 2 video streams; only single-video files are supported") as err:
+        anonymizer.file(src, out)
+    assert "-map 0:v:N" in str(err.value) and err.value.exit_code == 2
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("suffix", [".webp", ".png"])
+def test_animated_images_are_refused(tmp_path, astronaut_bgr, suffix, capsys):
+    rgb = astronaut_bgr[:, :, ::-1]
+    src = tmp_path / f"anim{suffix}"
+    first, second = Image.fromarray(rgb.copy()), Image.fromarray(np.roll(rgb, 100, axis=1).copy())
+    first.save(src, save_all=True, append_images=[second], duration=100)
+    with Image.open(src) as im:
+        assert im.n_frames == 2
+    assert cli_main([str(src), "-o", str(tmp_path / f"out{suffix}"), "-q"]) == 2
+    assert "animated images are not supported (2 frames); convert to a video" in capsys.readouterr().err
+    assert not (tmp_path / f"out{suffix}").exists()
+
+
+def test_mpo_keeps_the_masked_primary_and_names_the_dropped_pictures(tmp_path, astronaut_bgr, anonymizer):
+    rgb = astronaut_bgr[:, :, ::-1]
+    src = tmp_path / "stereo.jpg"
+    extra = [Image.fromarray(np.roll(rgb, 8 * i, axis=1).copy()) for i in (1, 2)]  # the same scene again
+    Image.fromarray(rgb.copy()).save(src, format="MPO", save_all=True, append_images=extra)
+    out = tmp_path / "out.jpg"
+    report = anonymizer.file(src, out)
+    assert "mpo: 2 extra pictures" in report.removed and "extra-images" not in report.removed
+    assert report.region_count >= 1
+    data = out.read_bytes()
+    assert data.count(b"\xff\xd8\xff") == 1 and b"MPF" not in data  # one picture, no index of others
+    with Image.open(out) as im:
+        assert im.format == "JPEG" and getattr(im, "n_frames", 1) == 1
