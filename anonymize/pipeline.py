@@ -28,7 +28,7 @@ from .regions import Regions
 from .report import FileReport
 from .schedule import DetectionSchedule, SceneCuts
 from .track import Tracker, TrackerSettings
-from .video import EncodeSettings, Frame, VideoDecoder, VideoEncoder
+from .video import EncodeSettings, Frame, VideoDecoder, VideoEncoder, damage_warning
 
 log = logging.getLogger("anonymize")
 
@@ -280,6 +280,10 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
                 raise AnonymizeError("stopped")
             if encoder_thread is None:
                 raise AnonymizeError(f"{src}: no frames decoded")
+            warning = damage_warning(decoder)
+            if warning:
+                report.warnings.append(warning)
+                log.warning("%s: %s", src, warning)
     except BaseException:
         stop.set()
         if encoder_thread is not None:

@@ -6,6 +6,7 @@ Schema (version 1, stable; other tools read it)::
      "files": [{"input": str, "output": str, "kind": "video"|"photo", "status": "ok"|"failed"|"skipped"|"copied",
                 "error": str|null, "width": int, "height": int, "frame_count": int,
                 "audio": "dropped"|"kept"|"disguised"|"none", "removed": [str, ...],
+                "warnings": [str, ...],
                 "frames": [{"index": i, "pts": seconds, "regions": [
                     {"x": .., "y": .., "w": .., "h": .., "shape": "ellipse"|"box",
                      "kind": "face"|"head"|"person"|"text"|"frame", "score": .., "source": "detected"|"tracked"|"held"}]}]}]}
@@ -13,7 +14,8 @@ Schema (version 1, stable; other tools read it)::
 ``skipped``: already done by an earlier run of the same batch (manifest); ``copied``: a non-media
 file copied verbatim with ``--copy-other``. Region coordinates are the masked area in output pixels; a region at the frame's edge may extend
 past it (the masked area is the shape's part inside the frame). ``removed`` names kinds of identifying
-data found in the input and not written (never their values). Frames are spooled to a temporary
+data found in the input and not written (never their values); ``warnings`` says what did not stop
+a file but needs a look (e.g. a damaged input that ffmpeg decoded with errors). Frames are spooled to a temporary
 file while a video runs, so memory does not grow with video length.
 """
 from __future__ import annotations
@@ -45,6 +47,8 @@ class FileReport:
     region_count: int = 0
     audio: str = "none"
     removed: list[str] = field(default_factory=list)
+    #: problems that did not stop the file (a damaged input that decoded with errors, ...)
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     _spool: tempfile.SpooledTemporaryFile | None = field(default=None, repr=False)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import tempfile
@@ -18,7 +19,7 @@ from anonymize.errors import DiskFull
 from anonymize.regions import Regions
 from anonymize.report import FileReport
 
-from .conftest import face_clip, ff
+from .conftest import decode_frames, face_clip, ff
 
 
 def _no_video_inputs(tmp_path: Path, astronaut_bgr) -> dict[str, Path]:
@@ -211,3 +212,38 @@ def test_mpo_keeps_the_masked_primary_and_names_the_dropped_pictures(tmp_path, a
     assert data.count(b"\xff\xd8\xff") == 1 and b"MPF" not in data  # one picture, no index of others
     with Image.open(out) as im:
         assert im.format == "JPEG" and getattr(im, "n_frames", 1) == 1
+
+
+def _damaged(src: Path, dst: Path) -> None:
+    """``src`` with 3000 random bytes written over the middle of its media data (the index at the end stays)."""
+    data = bytearray(src.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 3000] = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+
+
+def test_damaged_video_is_processed_with_a_warning(tmp_path, anonymizer, caplog):
+    clean = face_clip(tmp_path, seconds=2.0, audio=False)
+    assert anonymizer.file(clean, tmp_path / "clean-out.mp4").warnings == []  # no false alarm
+    src = tmp_path / "damaged.mp4"
+    _damaged(clean, src)
+    out = tmp_path / "out.mp4"
+    with caplog.at_level("WARNING", logger="anonymize"):
+        report = anonymizer.file(src, out)
+    assert len(report.warnings) == 1 and "the input is damaged: ffmpeg reported" in report.warnings[0]
+    assert "decoding error" in caplog.text and str(src) in caplog.text
+    # every frame ffmpeg itself can decode is in the output, and each one is masked
+    frames = list(report.frames())
+    assert len(frames) == report.frame_count == len(decode_frames(src)) == len(decode_frames(out))
+    assert all(f["regions"] for f in frames)
+    assert report.summary()["warnings"] == report.warnings  # what the JSON report carries
+
+
+def test_damaged_video_warning_in_the_json_report(tmp_path, capsys):
+    src = tmp_path / "damaged.mp4"
+    _damaged(face_clip(tmp_path, seconds=1.0, audio=False), src)
+    rep = tmp_path / "r.json"
+    assert cli_main([str(src), "-o", str(tmp_path / "o.mp4"), "-q", "--marks", "faces", "--report", str(rep)]) == 0
+    files = json.loads(rep.read_text())["files"]
+    assert len(files[0]["warnings"]) == 1 and "damaged" in files[0]["warnings"][0]
+    assert "the input is damaged" in capsys.readouterr().err
