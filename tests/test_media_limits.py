@@ -247,3 +247,41 @@ def test_damaged_video_warning_in_the_json_report(tmp_path, capsys):
     files = json.loads(rep.read_text())["files"]
     assert len(files[0]["warnings"]) == 1 and "damaged" in files[0]["warnings"][0]
     assert "the input is damaged" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# memory per photo: big frames are detected in tiles
+
+
+def test_big_frame_tiles_cover_the_frame_with_the_overlap():
+    from anonymize.detectors.tta import big_frame_tiles
+
+    for h, w in [(2448, 3672), (4000, 6000), (3024, 4032), (100, 30000)]:
+        tiles = big_frame_tiles(h, w, 2_200_000, 384)
+        assert all((x1 - x0) * (y1 - y0) <= 2_200_000 for x0, y0, x1, y1 in tiles)
+        covered = np.zeros((h, w), np.uint8)
+        for x0, y0, x1, y1 in tiles:
+            covered[y0:y1, x0:x1] += 1
+        assert covered.min() >= 1
+        xs = sorted({(x0, x1) for x0, _, x1, _ in tiles})
+        assert all(a[1] - b[0] >= 384 for a, b in zip(xs, xs[1:]))  # neighbours share >= the overlap
+
+
+def test_tiled_detection_finds_big_and_small_faces(astronaut_bgr):
+    from anonymize.detectors.tta import PHOTO, CenterFaceTTA
+
+    canvas = np.full((960, 1280, 3), 90, np.uint8)
+    canvas[0:512, 0:512] = astronaut_bgr  # face ~ 180 px: found in the tiles or the overview
+    canvas[700:828, 1000:1128] = cv2.resize(astronaut_bgr, (128, 128), interpolation=cv2.INTER_AREA)
+    plain = CenterFaceTTA(**dict(PHOTO, max_pixels=None)).detect(canvas)
+    tiled_det = CenterFaceTTA(**dict(PHOTO, max_pixels=600_000))
+    tiled = tiled_det.detect(canvas)
+    # every face the one-piece pass finds lies inside a tiled region
+    from anonymize.detectors.fusion import contained
+
+    assert len(plain) >= 2
+    assert contained(plain.boxes.astype(np.float64), tiled.boxes.astype(np.float64), 0.8).all()
+    # at the limit (1000 x 600 = 600,000 pixels), nothing changes
+    small = np.ascontiguousarray(canvas[:600, :1000])
+    one_piece = CenterFaceTTA(**dict(PHOTO, max_pixels=None)).detect(small)
+    assert len(one_piece) >= 1 and np.array_equal(tiled_det.detect(small).boxes, one_piece.boxes)
