@@ -43,7 +43,7 @@ from typing import Callable, Iterable
 from .api import Anonymizer, __version__, default_output, media_kind
 from .atomic import atomic_output
 from .config import Options
-from .errors import AnonymizeError, EncodeError, FFmpegNotFound, InputError, ModelError
+from .errors import AnonymizeError, DiskFull, EncodeError, FFmpegNotFound, InputError, ModelError, is_disk_full
 from .paths import check_manifest, check_manifest_stat, check_name_length, check_writes, require_regular_input, shown
 from .report import FileReport, write_report
 from .signals import Terminated
@@ -359,9 +359,23 @@ class Manifest:
             self.last[rec["input"]] = rec
 
     def append(self, record: dict) -> None:
+        """Append one record and fsync it. Raises :class:`EncodeError` (:class:`DiskFull` for a
+        full disk) when it cannot be written; a partly written record is cut off again."""
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-        os.write(self.fd, line)
-        os.fsync(self.fd)
+        start = None
+        try:
+            start = os.lseek(self.fd, 0, os.SEEK_END)
+            view = memoryview(line)
+            while view:  # a nearly full disk takes part of a write without an error
+                view = view[os.write(self.fd, view):]
+            os.fsync(self.fd)
+        except OSError as exc:
+            if start is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, start)  # no half record for the next one to run into
+            if is_disk_full(exc):
+                raise DiskFull(f"{self.path}: no space left on the disk for the manifest") from exc
+            raise EncodeError(f"{self.path}: cannot write the manifest ({exc.strerror or exc})") from exc
         self.last[record["input"]] = record
 
     def close(self) -> None:
@@ -454,6 +468,8 @@ class Outcome:
     exit_code: int = 0
     regions: int = 0
     models: list[dict] | None = None
+    #: the batch must stop after this file (a full disk: every later file would fail too)
+    stop: bool = False
 
 
 def _now() -> str:
@@ -469,6 +485,8 @@ def _copy(src: Path, dst: Path) -> str:
                 h.update(block)
                 fo.write(block)
     except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(f"{dst}: no space left on the disk for the copy") from exc
         raise EncodeError(f"{dst}: could not write the copy ({exc.strerror or exc})") from exc
     return h.hexdigest()
 
@@ -485,6 +503,7 @@ def process_job(runner: Anonymizer | Callable[[], Anonymizer] | None, job: Job, 
               "action": job.action, "kind": job.kind, "status": "failed", "error": None, "exit_code": 0,
               "output": job.rel, "output_sha256": None, "regions": 0, "seconds": 0.0, "time": None}
     report = None
+    stop = False
     try:
         try:
             require_regular_input(job.src)  # never hash a FIFO or a device: it would block or never end
@@ -510,7 +529,7 @@ def process_job(runner: Anonymizer | Callable[[], Anonymizer] | None, job: Job, 
     except FATAL as exc:
         return Outcome(job, "fatal", error=str(exc), exit_code=exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - one broken file must not stop the batch
-        code = getattr(exc, "exit_code", 1)
+        code = getattr(exc, "exit_code", EncodeError.exit_code if is_disk_full(exc) else 1)
         msg = str(exc) if isinstance(exc, AnonymizeError) else f"{type(exc).__name__}: {exc}"
         # we work on absolute paths; say what the user wrote
         msg = msg.replace(str(job.src), job.shown).replace(shown(job.src), shown(job.shown))
@@ -521,6 +540,7 @@ def process_job(runner: Anonymizer | Callable[[], Anonymizer] | None, job: Job, 
                 if sha256_file(job.dst) == prev["output_sha256"]:
                     job.dst.unlink()
         report = FileReport(job.shown, job.shown_dst, job.kind, status="failed", error=msg)
+        stop = is_disk_full(exc)
     record["seconds"] = round(time.perf_counter() - start, 3)
     record["time"] = _now()
     if report is None:  # a copied file
@@ -528,7 +548,7 @@ def process_job(runner: Anonymizer | Callable[[], Anonymizer] | None, job: Job, 
     report.input, report.output = job.shown, job.shown_dst
     report.seconds = record["seconds"]
     return Outcome(job, record["status"], record, report, error=record["error"], exit_code=record["exit_code"],
-                   regions=record["regions"])
+                   regions=record["regions"], stop=stop)
 
 
 # --------------------------------------------------------------------------------------------
@@ -596,11 +616,16 @@ def _worker_job(job: Job, prev: dict | None, settings: str) -> Outcome:
     if out.report is not None:
         spool, out.report._spool = out.report._spool, None
         if spool is not None and _worker.get("frames_dir"):
-            fd, name = tempfile.mkstemp(suffix=".jsonl", dir=_worker["frames_dir"])
-            with os.fdopen(fd, "w") as f:
-                spool.seek(0)
-                shutil.copyfileobj(spool, f)
-            out.frames_path = name
+            try:
+                fd, name = tempfile.mkstemp(suffix=".jsonl", dir=_worker["frames_dir"])
+                with os.fdopen(fd, "w") as f:
+                    spool.seek(0)
+                    shutil.copyfileobj(spool, f)
+                out.frames_path = name
+            except OSError as exc:  # the temporary folder is full: the report cannot be complete
+                out.stop, out.exit_code = True, EncodeError.exit_code
+                out.error = (f"{_worker['frames_dir']}: " + ("no space left on the disk" if is_disk_full(exc)
+                             else f"cannot write ({exc.strerror or exc})") + " for the report's frames")
         if spool is not None:
             spool.close()
     return out
@@ -695,8 +720,8 @@ def run(the_plan: Plan, options: Options, *, jobs: int = 1, report: Path | None 
     try:
         if report is not None and summary.fatal is None:
             _write_report(Path(report), summary, order, options, models)
-    except OSError as exc:
-        print(f"anonymize: error: could not write the report {report}: {exc}", file=sys.stderr)
+    except (OSError, EncodeError) as exc:
+        print(f"anonymize: error: could not write the report: {exc}", file=sys.stderr)
         code = code or EncodeError.exit_code
     finally:
         if summary.frames_dir:
@@ -726,11 +751,17 @@ def _record(summary: Summary, manifest: Manifest | None, out: Outcome) -> None:
     if out.status == "fatal":
         summary.fatal = summary.fatal or out
         return
+    stop = out.error if out.stop else None
     if out.record is not None and manifest is not None:
-        manifest.append(out.record)
+        try:
+            manifest.append(out.record)
+        except EncodeError as exc:  # nothing more can be recorded: stop like a fatal error
+            stop = stop or str(exc)
     {"done": summary.done, "skipped": summary.skipped, "failed": summary.failed}[out.status].append(out)
     if out.status == "failed":
         log.error("%s: %s", out.job.shown, _why(out))
+    if stop and summary.fatal is None:
+        summary.fatal = Outcome(out.job, "fatal", error=stop, exit_code=EncodeError.exit_code)
 
 
 def _run_here(todo: list[Job], options: Options, settings: str, manifest: Manifest | None, quiet: bool,

@@ -1,6 +1,8 @@
 """Errors the library raises. The CLI maps each to an exit code; the library never exits."""
 from __future__ import annotations
 
+import errno
+
 
 class AnonymizeError(Exception):
     """Base class. ``exit_code`` is what the CLI returns for it."""
@@ -30,6 +32,21 @@ class EncodeError(AnonymizeError):
     """Writing the output failed (including a full disk)."""
 
     exit_code = 5
+
+
+class DiskFull(EncodeError):
+    """No space left (or the disk quota is used up) where we write: an output, the report, the
+    manifest or a temporary file. A batch stops at the first one: every later file would fail too."""
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """True when ``exc`` (or an exception it was raised from) is a full disk or an exceeded quota."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, DiskFull) or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 class ModelError(AnonymizeError):

@@ -11,7 +11,6 @@ viewers assume once the profile is gone).
 """
 from __future__ import annotations
 
-import errno
 import io
 import struct
 import warnings
@@ -23,7 +22,7 @@ import pillow_heif
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_output
-from .errors import EncodeError, InputError
+from .errors import DiskFull, EncodeError, InputError, is_disk_full
 
 pillow_heif.register_heif_opener()
 
@@ -69,6 +68,10 @@ def read_photo(path: Path) -> tuple[np.ndarray, PhotoInfo]:
             fmt = _FORMATS.get(im.format or "")
             if fmt is None:
                 raise InputError(f"{path}: {im.format} images are not supported")
+            frames = getattr(im, "n_frames", 1)
+            if fmt in ("PNG", "WEBP") and frames > 1:  # APNG, animated WebP: every frame may show faces
+                raise InputError(f"{path}: animated images are not supported ({frames} frames); "
+                                 "convert to a video")
             im.load()  # decode now: truncated/corrupt data fails here, not later
             removed = _identifying_metadata(im, path)
             lossless = fmt == "WEBP" and _webp_is_lossless(path)
@@ -124,8 +127,8 @@ def write_photo(bgr: np.ndarray, path: Path, info: PhotoInfo, quality: int = 92)
         with atomic_output(path) as tmp:
             image.save(tmp, format=info.format, **options[info.format])
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise EncodeError(f"{path}: no space left on the disk while writing the photo") from exc
+        if is_disk_full(exc):
+            raise DiskFull(f"{path}: no space left on the disk while writing the photo") from exc
         raise EncodeError(f"{path}: cannot write the photo ({exc})") from exc
     except (ValueError, KeyError, RuntimeError) as exc:  # encoder refused (e.g. HEIF encoder missing)
         raise EncodeError(f"{path}: cannot encode the photo as {info.format} ({exc})") from exc
@@ -180,8 +183,12 @@ def _identifying_metadata(im: Image.Image, path: Path) -> list[str]:
         found.add("iptc" if 0x0404 in photoshop else "photoshop")
         if 0x0409 in photoshop or 0x040C in photoshop:
             found.add("thumbnail")
-    if getattr(im, "n_frames", 1) > 1:
-        found.add("extra-images")  # MPO previews, depth maps, bursts: only the main image is kept
+    extra = getattr(im, "n_frames", 1) - 1
+    if im.format == "MPO" and extra > 0:
+        # previews, the other stereo eye, depth maps of the same scene: only the primary is kept
+        found.add(f"mpo: {extra} extra picture{'s' if extra > 1 else ''}")
+    elif extra > 0:
+        found.add("extra-images")  # HEIF collections, bursts: only the main image is kept
     if info.get("thumbnails"):  # pillow_heif: HEIF thumbnails, depth maps, auxiliary images
         found.add("thumbnail")
     if info.get("depth_images") or info.get("aux"):
@@ -190,6 +197,8 @@ def _identifying_metadata(im: Image.Image, path: Path) -> list[str]:
         found.add("heif:metadata")
     for marker, data in getattr(im, "applist", []):
         found.update(_jpeg_app_label(marker, data))
+    if any(label.startswith("mpo: ") for label in found):
+        found.discard("extra-images")  # the MPF segment: already named with its count
     if im.format == "PNG":
         found.update(_png_chunk_labels(path))
     return sorted(found)

@@ -20,7 +20,7 @@ from .atomic import atomic_output
 from .config import Options
 from .detectors import DETECTORS, Detector, create as create_detector
 from .detectors.tta import PHOTO, CenterFaceTTA
-from .errors import AnonymizeError, DetectError, ModelError
+from .errors import AnonymizeError, DetectError, InputError, ModelError
 from .ffmpeg_tools import Probe, probe
 from .masks import create_mask, head_boxes, reach_edges, widen
 from .photo import read_photo, write_photo
@@ -28,7 +28,7 @@ from .regions import Regions
 from .report import FileReport
 from .schedule import DetectionSchedule, SceneCuts
 from .track import Tracker, TrackerSettings
-from .video import EncodeSettings, Frame, VideoDecoder, VideoEncoder
+from .video import EncodeSettings, Frame, VideoDecoder, VideoEncoder, damage_warning
 
 log = logging.getLogger("anonymize")
 
@@ -181,12 +181,32 @@ def removed_from_video(p: Probe, audio: str) -> list[str]:
     return removed
 
 
+def check_video_streams(src: Path, info: Probe) -> None:
+    """Refuse (:class:`InputError`) a "video" without a real video stream (audio only, a cover
+    picture only, no streams at all) or with more than one (cover pictures do not count)."""
+    videos = [s for s in info.streams if s.kind == "video" and not s.attached_pic]
+    if len(videos) > 1:
+        # we would mask and keep only the first: the others would silently disappear
+        raise InputError(f"{src}: has {len(videos)} video streams; only single-video files are supported "
+                         "(extract one with ffmpeg -i IN -map 0:v:N -c copy OUT)")
+    if info.video is not None:
+        return
+    if not info.streams:
+        what = "the file has no streams at all"
+    elif any(s.attached_pic for s in info.streams):
+        what = "only a cover picture" + (" and audio" if info.audio else "")
+    elif info.audio:
+        what = "audio-only file"
+    else:
+        what = "only " + ", ".join(sorted({s.kind or "unknown" for s in info.streams})) + " streams"
+    raise InputError(f"{src}: no video stream: {what}")
+
+
 def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
                   on_frame: Callable[[int], None] | None = None) -> None:
     opts = engine.options
     info = probe(src)
-    if info.video is None:
-        raise AnonymizeError(f"{src}: no video stream")
+    check_video_streams(src, info)
     fps = float(info.video.fps or 30)
     settings = TrackerSettings.from_seconds(fps, opts.hold_before, opts.hold_after, opts.max_gap)
     # a track must survive the frames on which no detection runs
@@ -260,6 +280,10 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
                 raise AnonymizeError("stopped")
             if encoder_thread is None:
                 raise AnonymizeError(f"{src}: no frames decoded")
+            warning = damage_warning(decoder)
+            if warning:
+                report.warnings.append(warning)
+                log.warning("%s: %s", src, warning)
     except BaseException:
         stop.set()
         if encoder_thread is not None:

@@ -6,6 +6,7 @@ Schema (version 1, stable; other tools read it)::
      "files": [{"input": str, "output": str, "kind": "video"|"photo", "status": "ok"|"failed"|"skipped"|"copied",
                 "error": str|null, "width": int, "height": int, "frame_count": int,
                 "audio": "dropped"|"kept"|"disguised"|"none", "removed": [str, ...],
+                "warnings": [str, ...],
                 "frames": [{"index": i, "pts": seconds, "regions": [
                     {"x": .., "y": .., "w": .., "h": .., "shape": "ellipse"|"box",
                      "kind": "face"|"head"|"person"|"text"|"frame", "score": .., "source": "detected"|"tracked"|"held"}]}]}]}
@@ -13,7 +14,8 @@ Schema (version 1, stable; other tools read it)::
 ``skipped``: already done by an earlier run of the same batch (manifest); ``copied``: a non-media
 file copied verbatim with ``--copy-other``. Region coordinates are the masked area in output pixels; a region at the frame's edge may extend
 past it (the masked area is the shape's part inside the frame). ``removed`` names kinds of identifying
-data found in the input and not written (never their values). Frames are spooled to a temporary
+data found in the input and not written (never their values); ``warnings`` says what did not stop
+a file but needs a look (e.g. a damaged input that ffmpeg decoded with errors). Frames are spooled to a temporary
 file while a video runs, so memory does not grow with video length.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .errors import DiskFull, EncodeError, is_disk_full
 from .regions import Regions
 
 SCHEMA_VERSION = 1
@@ -44,6 +47,8 @@ class FileReport:
     region_count: int = 0
     audio: str = "none"
     removed: list[str] = field(default_factory=list)
+    #: problems that did not stop the file (a damaged input that decoded with errors, ...)
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     _spool: tempfile.SpooledTemporaryFile | None = field(default=None, repr=False)
 
@@ -59,7 +64,10 @@ class FileReport:
              "h": round(float(b[3] - b[1]), 1), "shape": str(sh), "kind": str(k), "score": round(float(s), 3),
              "source": str(src)}
             for b, k, s, src, sh in zip(regions.boxes, regions.kinds, regions.scores, regions.sources, shapes)]}
-        self._spool.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        try:
+            self._spool.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        except OSError as exc:  # the spool went to the temporary folder, and that is full or broken
+            raise _write_error(exc, f"{tempfile.gettempdir()}: cannot spool the report's frames") from exc
 
     def frames(self) -> Iterator[dict]:
         if self._spool is None:
@@ -82,6 +90,19 @@ class FileReport:
 
 def write_report(path: Path, files: list[FileReport], settings: dict, models: list[dict], version: str) -> None:
     """Write the report JSON, streaming each file's frames from its spool."""
+    try:
+        _write_report(Path(path), files, settings, models, version)
+    except OSError as exc:
+        raise _write_error(exc, f"{path}: cannot write the report") from exc
+
+
+def _write_error(exc: OSError, what: str) -> EncodeError:
+    if is_disk_full(exc):
+        return DiskFull(f"{what}: no space left on the disk")
+    return EncodeError(f"{what} ({exc.strerror or exc})")
+
+
+def _write_report(path: Path, files: list[FileReport], settings: dict, models: list[dict], version: str) -> None:
     from .atomic import atomic_output
 
     with atomic_output(Path(path)) as tmp, open(tmp, "w") as f:

@@ -8,6 +8,7 @@ for the output); odd sizes are padded by one black row/column because 4:2:0 H.26
 from __future__ import annotations
 
 import collections
+import re
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Iterator
 import ffmpeg
 import numpy as np
 
-from .errors import DecodeError, EncodeError
+from .errors import DecodeError, DiskFull, EncodeError
 from .ffmpeg_tools import Probe, ffmpeg_exe
 from .mkv import MkvError, MkvFrameReader, MkvFrameWriter
 
@@ -41,16 +42,26 @@ class Frame:
 
 
 class _StderrTail:
-    """Drain a subprocess's stderr in a thread (a full pipe would block ffmpeg), keep the tail."""
+    """Drain a subprocess's stderr in a thread (a full pipe would block ffmpeg), keep the tail,
+    the first lines and how many lines there were (ffmpeg runs with ``-loglevel error``: every
+    line is an error, e.g. one per damaged frame it concealed)."""
 
     def __init__(self, stream):
         self._lines: collections.deque[str] = collections.deque(maxlen=40)
+        self.first: list[str] = []
+        self.count = 0
         self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
         self._thread.start()
 
     def _run(self, stream) -> None:
         for raw in iter(stream.readline, b""):
-            self._lines.append(raw.decode("utf-8", "replace").rstrip())
+            line = raw.decode("utf-8", "replace").rstrip()
+            if not line.strip():
+                continue
+            self._lines.append(line)
+            self.count += 1
+            if len(self.first) < 3:
+                self.first.append(line)
 
     def text(self) -> str:
         self._thread.join(timeout=2)
@@ -75,6 +86,9 @@ class VideoDecoder:
                             write_crc32=0, allow_raw_vfw=1, threads=threads or 0)
         self.cmd = names.real(_command(out))
         self.width = self.height = 0
+        #: error lines ffmpeg printed while decoding (a damaged input decodes with errors, rc 0)
+        self.error_count = 0
+        self.first_errors: list[str] = []
 
     def frames(self) -> Iterator[Frame]:
         """Yield frames in presentation order; raise DecodeError if ffmpeg fails at any point."""
@@ -104,10 +118,26 @@ class VideoDecoder:
                 proc.kill()  # stopped early (error, or the consumer closed us): don't wait for ffmpeg
             proc.stdout.close()
             rc = proc.wait()
+            err.text()  # waits for the stderr reader, so the counts are complete
+            self.error_count, self.first_errors = err.count, [_plain(line) for line in err.first]
         if rc != 0:
             raise DecodeError(f"{self.path}: ffmpeg could not decode the video: {err.text()[-500:]}")
         if index == 0:
             raise DecodeError(f"{self.path}: no video frames could be decoded: {err.text()[-500:]}")
+
+
+def damage_warning(decoder: VideoDecoder) -> str | None:
+    """A warning for the report when ffmpeg reported errors decoding the input, else None."""
+    if not decoder.error_count:
+        return None
+    return (f"the input is damaged: ffmpeg reported {decoder.error_count} decoding error(s), e.g. "
+            f"{decoder.first_errors[0]!r}; the frames it could decode were processed (and masked), "
+            "but damaged parts may look broken and frames may be missing")
+
+
+def _plain(line: str) -> str:
+    """ffmpeg's log line without the object address: "[h264 @ 0x55d0...] msg" -> "h264: msg"."""
+    return re.sub(r"^\[([^\]@]+?) @ 0x[0-9a-f]+\] ", r"\1: ", line)
 
 
 def color_matrix(probe: Probe) -> str:
@@ -288,6 +318,6 @@ class VideoEncoder:
             proc.kill()
         proc.wait()
         text = self._err.text() if self._err else ""
-        if "No space left" in text:
-            return EncodeError(f"{self.out_path.parent}: no space left on device")
+        if "No space left" in text or "quota exceeded" in text.lower():
+            return DiskFull(f"{self.out_path.parent}: no space left on the disk while writing the video")
         return EncodeError(f"{what} ({self.out_path.name}): {text[-500:]}")

@@ -33,7 +33,38 @@ from .fusion import MODES, contained, fuse, group
 #: a 1.5x pass instead of 1.3x masks a little more (held-out 98.3 / 98.2 / 6.9 %) in 1.12 s, over
 #: the 1 s budget for photos.
 PHOTO = {"threshold": 0.3, "scales": (1.0, 1.3), "flip": (1.0,), "pad": 2.0, "vote": 0.04, "vote_sum": 0.25,
-         "tall": (28.0, 0.2), "grow": (1.15, 0.5)}
+         "tall": (28.0, 0.2), "grow": (1.15, 0.5), "max_pixels": 2_200_000}
+
+#: Bigger photos are detected in tiles (see :meth:`CenterFaceTTA.detect`): tiles overlap by at
+#: least this many frame pixels, and by enough that a face too big to fit whole in one tile is at
+#: least ``_OVERVIEW_MIN_FACE`` pixels tall in the downscaled overview.
+_TILE_OVERLAP = 384
+_OVERVIEW_MIN_FACE = 80
+
+
+def big_frame_tiles(h: int, w: int, max_pixels: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """The fewest windows (x0, y0, x1, y1) of at most ``max_pixels`` each that cover an ``h`` x
+    ``w`` frame, neighbours overlapping by at least ``overlap`` pixels (as square as possible)."""
+    best = None
+    for nx in range(1, 257):
+        tw = int(np.ceil((w + (nx - 1) * overlap) / nx))
+        if nx > 1 and tw <= overlap:
+            break
+        th_max = max_pixels // max(tw, 1)
+        if th_max <= overlap and h > th_max:
+            continue
+        ny = 1 if h <= th_max else int(np.ceil((h - overlap) / (th_max - overlap)))
+        th = int(np.ceil((h + (ny - 1) * overlap) / ny))
+        key = (nx * ny, abs(np.log(tw / th)))
+        if best is None or key < best[0]:
+            best = (key, nx, ny, tw, th)
+    if best is None:
+        raise ValueError(f"cannot tile {w}x{h} into windows of {max_pixels} pixels overlapping by {overlap}")
+    _, nx, ny, tw, th = best
+
+    def starts(n: int, tile: int, size: int) -> list[int]:
+        return [0] if n == 1 else [round(k * (size - tile) / (n - 1)) for k in range(n)]
+    return [(x0, y0, min(w, x0 + tw), min(h, y0 + th)) for y0 in starts(ny, th, h) for x0 in starts(nx, tw, w)]
 
 
 def tile_windows(h: int, w: int, n: int, overlap: float) -> list[tuple[int, int, int, int]]:
@@ -77,6 +108,12 @@ class CenterFaceTTA(CenterFace):
             pixels is also kept when its pass scores add up to ``sum``.
         grow: with ``tall``, (factor, below): the fused box of a face at least ``tall[0]`` pixels
             tall whose best score is below ``below`` is grown by ``factor`` about its centre.
+        max_pixels: bounds memory (onnxruntime's working memory grows with the network input,
+            about 0.4 GB per million frame pixels with the photo setting): a frame with more
+            pixels (at ``scale``) is detected in overlapping tiles of at most this many pixels,
+            plus one overview of the whole frame shrunk to this many pixels for the faces too big
+            for a tile (:meth:`detect`). None (the default): every frame in one piece. Frames up
+            to ``max_pixels`` are detected exactly as without it.
     """
 
     def __init__(self, threshold: float = 0.2, scale: float = 1.0, threads: int = 0, nms_iou: float = 0.3,
@@ -84,7 +121,10 @@ class CenterFaceTTA(CenterFace):
                  tile_scale: float = 1.5, tile_overlap: float = 0.1, fuse_iou: float = 0.5,
                  fusion: str = "wbf", vote: float | None = None, vote_sum: float | None = None,
                  tall: tuple[float, float] | None = None, grow: tuple[float, float] | None = None,
-                 edge: float = 0.0) -> None:
+                 edge: float = 0.0, max_pixels: int | None = None) -> None:
+        if max_pixels is not None and max_pixels < 4 * _TILE_OVERLAP ** 2:
+            raise ValueError(f"max_pixels must be at least {4 * _TILE_OVERLAP ** 2}")
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
         if not scales and not tiles:
             raise ValueError("need at least one pass (scales or tiles)")
         if any(s <= 0 for s in scales) or tile_scale <= 0 or not 0 <= tile_overlap < 1:
@@ -135,10 +175,54 @@ class CenterFaceTTA(CenterFace):
                 np.concatenate([np.zeros(0, np.float32)] + [s for _, s in parts]))
 
     def detect(self, frame: np.ndarray) -> Regions:
-        """Faces in a BGR uint8 frame, fused over all passes (kinds "face")."""
+        """Faces in a BGR uint8 frame, fused over all passes (kinds "face").
+
+        A frame of more than ``max_pixels`` (at ``scale``) is detected piecewise, so memory stays
+        bounded: in overlapping full-resolution tiles of at most ``max_pixels`` each (a face
+        smaller than the overlap lies whole in one of them), and in an overview, the whole frame
+        shrunk to ``max_pixels``, where every face bigger than the overlap is at least
+        ``_OVERVIEW_MIN_FACE`` pixels tall. Boxes cut by an inner tile edge are dropped when a
+        whole box holds them; the rest are merged by union (never smaller than any one look).
+        """
         h, w = frame.shape[:2]
         if h == 0 or w == 0:
             return Regions.empty()
+        if self.max_pixels is not None and h * w * self.scale ** 2 > self.max_pixels:
+            return self._detect_tiled(frame)
+        boxes, scores = self._fused(frame)
+        return self._regions(boxes, scores, h, w)
+
+    def _detect_tiled(self, frame: np.ndarray) -> Regions:
+        h, w = frame.shape[:2]
+        limit = self.max_pixels / self.scale ** 2  # frame pixels per piece
+        shrink = float(np.sqrt(limit / (h * w)))
+        overlap = max(_TILE_OVERLAP, int(np.ceil(_OVERVIEW_MIN_FACE / shrink)))
+        small = cv2.resize(frame, (max(1, int(w * shrink)), max(1, int(h * shrink))), interpolation=cv2.INTER_AREA)
+        sx, sy = w / small.shape[1], h / small.shape[0]
+        b, sc = self._fused(small)
+        del small
+        pad = np.array([-1, -1, 1, 1], np.float32) * np.float32(self.pad / self.scale)
+        # the overview's boxes get the pad in its own pixels: the same margin around the face
+        whole = [(b * np.array([sx, sy, sx, sy], np.float32) + pad * np.float32(max(sx, sy)), sc)]
+        cut = []
+        for win in big_frame_tiles(h, w, int(limit), overlap):
+            x0, y0, x1, y1 = win
+            b, sc = self._fused(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+            part = _cut(b, win, h, w)
+            b = b + np.array([x0, y0, x0, y0], np.float32) + pad
+            whole.append((b[~part], sc[~part]))
+            cut.append((b[part], sc[part]))
+        whole_b, whole_s = self._stack(whole)
+        cut_b, cut_s = self._stack(cut)
+        keep = ~contained(cut_b, whole_b, 0.7) if len(whole_b) else np.ones(len(cut_b), bool)
+        boxes = np.concatenate([whole_b, cut_b[keep]]).astype(np.float64)
+        scores = np.concatenate([whole_s, cut_s[keep]]).astype(np.float64)
+        boxes, scores = fuse(boxes, scores, self.fuse_iou, "union")
+        return Regions(boxes, scores, np.full(len(boxes), "face", object)).clipped(w, h)
+
+    def _fused(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """All passes over ``frame``, voted and fused: boxes (not yet padded or clipped), scores."""
+        h, w = frame.shape[:2]
         found = list(self.passes(frame, self.threshold if self.vote is None else self.vote))
         if self.tiles:  # the last pass holds the tile boxes cut by a tile edge: drop the duplicates
             cut_b, cut_s = found.pop()
@@ -156,7 +240,7 @@ class CenterFaceTTA(CenterFace):
             centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2
             half[loose] *= factor
             boxes = np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
-        return self._regions(boxes, scores, h, w)
+        return boxes, scores
 
     def _voted(self, boxes: np.ndarray, scores: np.ndarray, pass_ids: np.ndarray) -> np.ndarray:
         """Mask of boxes in groups (one face) kept by the vote: a box >= threshold, or seen by at
