@@ -259,7 +259,11 @@ def patterns_in(path: Path, anywhere: tuple[bytes, ...], outside_picture: tuple[
     overlap, tail = max(map(len, anywhere), default=1) - 1, b""
     try:
         with open(path, "rb") as f:
-            while chunk := f.read(1 << 22):
+            left = file_size(f)
+            f.seek(0)
+            # read(n) allocates n bytes before it reads: never ask for more than the file holds
+            while left > 0 and (chunk := f.read(min(1 << 22, left))):
+                left -= len(chunk)
                 buf = tail + chunk
                 found.update(p for p in anywhere if p in buf)
                 tail = buf[-overlap:] if overlap else b""
