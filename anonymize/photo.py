@@ -90,6 +90,8 @@ def read_photo(path: Path) -> tuple[np.ndarray, PhotoInfo]:
         raise InputError(f"{path}: corrupt or truncated image ({exc})") from exc
     except (SyntaxError, ValueError, struct.error, EOFError) as exc:
         raise InputError(f"{path}: corrupt image ({exc})") from exc
+    except RuntimeError as exc:  # pillow-heif: libheif's errors, e.g. a size past its security limits
+        raise InputError(f"{path}: corrupt or unsupported image ({exc})") from exc
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     info = PhotoInfo(fmt, (bgr.shape[1], bgr.shape[0]), removed, alpha, lossless)
     return bgr, info

