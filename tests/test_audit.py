@@ -231,3 +231,17 @@ def test_against_second_look_on_low_scored_input_detections(clean):
     assert len(flagged) >= 1 and flagged.scores.max() < 0.25
     second = Auditor(AuditSettings(threads=1, against_threshold=0.1, against_second_look=True))
     assert len(second.unchanged(image, ref)) == 0
+
+
+def test_audit_detector_weights_come_from_the_registry():
+    import hashlib
+
+    from anonymize.detectors import DETECTORS
+    from anonymize.detectors.retinaface import RetinaFaceAudit, _retinaface_weights
+    from anonymize.models import model_path, registry
+
+    entry = registry()["retinaface"]
+    assert DETECTORS["retinaface-audit"] is RetinaFaceAudit
+    assert model_path("retinaface").as_posix().endswith("retinaface/weights.py")
+    assert hashlib.sha256(_retinaface_weights()).hexdigest() == entry["graph_sha256"]
+    assert entry["licence"] == "MIT" and entry["package_version"] == "0.1.0"
