@@ -245,3 +245,14 @@ def test_audit_detector_weights_come_from_the_registry():
     assert model_path("retinaface").as_posix().endswith("retinaface/weights.py")
     assert hashlib.sha256(_retinaface_weights()).hexdigest() == entry["graph_sha256"]
     assert entry["licence"] == "MIT" and entry["package_version"] == "0.1.0"
+
+
+def test_audit_detector_builds_from_the_registry_like_the_others(astronaut_bgr):
+    from anonymize.detectors import create
+
+    # the options the pipeline passes to a face detector
+    det = create("retinaface-audit", threshold=0.5, scale=1.0, threads=1, pad=4.0, edge=0.0)
+    plain = create("retinaface-audit", threshold=0.5, scale=1.0, threads=1)
+    found, bare = det.detect(astronaut_bgr), plain.detect(astronaut_bgr)
+    assert len(found) == len(bare) >= 1 and det.models()[0]["name"] == "retinaface"
+    assert np.allclose(found.boxes, bare.boxes + [-4, -4, 4, 4])

@@ -54,17 +54,24 @@ class RetinaFaceAudit(Detector):
     kinds = ("face",)
 
     def __init__(self, threshold: float = 0.5, scale: float = 2.0, flip: bool = True, max_side: int = 4096,
-                 threads: int = 0, big_scale: float | None = None):
+                 threads: int = 0, big_scale: float | None = None, pad: float = 0.0, edge: float = 0.0):
+        """``pad`` grows the boxes :meth:`detect` returns by that many pixels per side, as the
+        masking detectors do (the pipeline passes it, and ``edge``, which this detector does not
+        use: it is registered so that ``create("retinaface-audit")`` works like any other)."""
         self.session = cpu_session(_retinaface_weights(), threads)
         self.threshold, self.scale, self.flip, self.max_side = threshold, scale, flip, max_side
-        self.big_scale = big_scale
+        self.big_scale, self.pad = big_scale, pad
 
     def models(self) -> list[dict]:
         return [model_info(MODEL)]
 
     def detect(self, frame: np.ndarray) -> Regions:
-        """Union of the looks (:meth:`looks`), overlapping boxes suppressed (NMS, IoU 0.4)."""
-        return self.merge(self.looks(frame))
+        """Union of the looks (:meth:`looks`), overlapping boxes suppressed (NMS, IoU 0.4), grown
+        by ``pad``. (The audit itself uses :meth:`looks` and :meth:`merge`.)"""
+        found = self.merge(self.looks(frame))
+        if not self.pad or not len(found):
+            return found
+        return found.with_(boxes=found.boxes + np.array([-1, -1, 1, 1], np.float32) * self.pad)
 
     @staticmethod
     def merge(looks: list[Regions]) -> Regions:
