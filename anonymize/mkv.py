@@ -25,6 +25,9 @@ VFW_CODEC = b"V_MS/VFW/FOURCC"
 CLUSTER, CLUSTER_TIMESTAMP, SIMPLE_BLOCK, BLOCK_GROUP, BLOCK = 0x1F43B675, 0xE7, 0xA3, 0xA0, 0xA1
 _MASTERS = {SEGMENT, TRACKS, TRACK_ENTRY, VIDEO, CLUSTER, BLOCK_GROUP, INFO}
 _UNKNOWN = -1
+#: Limits that keep a corrupt size field from allocating gigabytes before the short read is seen:
+#: one raw frame (8K bgr24 is 100 MB), the Tracks element (ffmpeg writes ~100 bytes).
+MAX_FRAME_BYTES, MAX_TRACKS_BYTES = 1 << 29, 1 << 20
 
 
 class MkvError(Exception):
@@ -36,6 +39,15 @@ def _read_exact(f: BinaryIO, n: int) -> bytes:
     if len(data) != n:
         raise MkvError("stream ended inside an element")
     return data
+
+
+def _skip(f: BinaryIO, n: int) -> None:
+    """Read past ``n`` bytes in pieces of at most 1 MB (a pipe cannot seek)."""
+    while n > 0:
+        got = len(f.read(min(n, 1 << 20)))
+        if not got:
+            raise MkvError("stream ended inside an element")
+        n -= got
 
 
 def _read_into(f: BinaryIO, n: int) -> bytearray:
@@ -94,6 +106,7 @@ class MkvFrameReader:
         self.header: TrackHeader | None = None
         self._w = self._h = 0
         self._bmp = b""
+        self._frame_bytes = 0
 
     def __iter__(self) -> Iterator[tuple[float, bytes]]:
         f = self._f
@@ -105,6 +118,8 @@ class MkvFrameReader:
             size = _read_vint(f, keep_marker=False)
             if eid in _MASTERS:
                 if eid == TRACKS and size != _UNKNOWN:
+                    if size > MAX_TRACKS_BYTES:
+                        raise MkvError(f"Tracks element of {size} bytes")
                     self._parse_tracks(_read_exact(f, size))
                 continue  # descend: children follow inline
             if size == _UNKNOWN:
@@ -112,16 +127,23 @@ class MkvFrameReader:
             if eid in (SIMPLE_BLOCK, BLOCK):
                 if self.header is None:
                     raise MkvError("frame before track header")
+                if not 4 <= size <= self._frame_bytes + 4:
+                    raise MkvError(f"a block of {size} bytes for frames of {self._frame_bytes}")
                 # track number (1-byte vint for track 1), int16 relative timestamp, flags
                 rel = struct.unpack(">h", _read_exact(f, 4)[1:3])[0]
                 pts = (self._cluster_ts + rel) * self._scale / 1e9
                 yield pts, _read_into(f, size - 4)  # a writable buffer: no second copy
                 continue
-            data = _read_exact(f, size)
-            if eid == TIMESTAMP_SCALE:
-                self._scale = _uint(data)
-            elif eid == CLUSTER_TIMESTAMP:
-                self._cluster_ts = _uint(data)
+            if eid in (TIMESTAMP_SCALE, CLUSTER_TIMESTAMP):
+                if size > 8:
+                    raise MkvError(f"a {size}-byte integer in element {eid:#x}")
+                value = _uint(_read_exact(f, size))
+                if eid == TIMESTAMP_SCALE:
+                    self._scale = value
+                else:
+                    self._cluster_ts = value
+            else:
+                _skip(f, size)  # tags, seek heads, void, ...: not needed, and never held in memory
 
     def _parse_tracks(self, data: bytes) -> None:
         stream = io.BytesIO(data)
@@ -141,6 +163,9 @@ class MkvFrameReader:
         if len(self._bmp) < 16:
             raise MkvError("no BITMAPINFOHEADER: expected raw BGR in VFW mode")
         _, _, bmp_height, _, bpp = struct.unpack("<IiiHH", self._bmp[:16])
+        self._frame_bytes = self._w * self._h * -(-bpp // 8)
+        if self._frame_bytes > MAX_FRAME_BYTES:
+            raise MkvError(f"frames of {self._w}x{self._h} at {bpp} bits are too large")
         self.header = TrackHeader(self._w, self._h, bpp, bmp_height < 0, self._scale)
 
 

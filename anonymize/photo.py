@@ -22,6 +22,7 @@ import pillow_heif
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_output
+from .containers import file_size, png_chunks, riff_chunks
 from .errors import DiskFull, EncodeError, InputError, is_disk_full
 
 pillow_heif.register_heif_opener()
@@ -92,6 +93,8 @@ def read_photo(path: Path) -> tuple[np.ndarray, PhotoInfo]:
         raise InputError(f"{path}: corrupt or truncated image ({exc})") from exc
     except (SyntaxError, ValueError, struct.error, EOFError) as exc:
         raise InputError(f"{path}: corrupt image ({exc})") from exc
+    except RuntimeError as exc:  # pillow-heif: libheif's errors, e.g. a size past its security limits
+        raise InputError(f"{path}: corrupt or unsupported image ({exc})") from exc
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     info = PhotoInfo(fmt, (bgr.shape[1], bgr.shape[0]), removed, alpha, lossless)
     return bgr, info
@@ -230,17 +233,8 @@ def _png_chunk_labels(path: Path) -> set[str]:
     """Labels from a walk over the PNG chunk list (Pillow does not surface tIME or caBX)."""
     labels = {b"tEXt": "png:text", b"zTXt": "png:text", b"iTXt": "png:text", b"tIME": "png:time",
               b"eXIf": "exif", b"iCCP": "icc", b"caBX": "c2pa"}
-    found = set()
     with open(path, "rb") as f:
-        f.seek(8)
-        while (head := f.read(8)) and len(head) == 8:
-            length, kind = struct.unpack(">I4s", head)
-            if kind in labels:
-                found.add(labels[kind])
-            if kind == b"IEND":
-                break
-            f.seek(length + 4, io.SEEK_CUR)  # data + CRC
-    return found
+        return {labels[c.kind] for c in png_chunks(f, file_size(f)) if c.kind in labels}
 
 
 def _webp_is_lossless(path: Path) -> bool:
@@ -248,9 +242,7 @@ def _webp_is_lossless(path: Path) -> bool:
     with open(path, "rb") as f:
         if f.read(12)[8:12] != b"WEBP":
             return False
-        while (head := f.read(8)) and len(head) == 8:
-            kind, length = head[:4], struct.unpack("<I", head[4:])[0]
-            if kind in (b"VP8 ", b"VP8L"):
-                return kind == b"VP8L"
-            f.seek(length + (length & 1), io.SEEK_CUR)
+        for chunk in riff_chunks(f, file_size(f)):
+            if chunk.kind in (b"VP8 ", b"VP8L"):
+                return chunk.kind == b"VP8L"
     return False

