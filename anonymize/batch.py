@@ -287,28 +287,48 @@ def manifest_path(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}{MANIFEST_NAME}"
 
 
+def _lock_exclusive(fd: int) -> None:
+    """Lock the open file ``fd`` for this process without waiting (released when it is closed,
+    or when the process dies); OSError if another process holds it. POSIX: ``flock``. Windows:
+    ``msvcrt.locking`` on one byte far past the end of the file (2 GiB), so that the lock never
+    covers the records, which the same run reads through another handle (Windows locks are
+    mandatory)."""
+    if os.name == "nt":
+        import msvcrt
+
+        pos = os.lseek(fd, 0, os.SEEK_CUR)
+        os.lseek(fd, 0x7FFFFFFE, os.SEEK_SET)  # within any CRT's offset range
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        finally:
+            os.lseek(fd, pos, os.SEEK_SET)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 class Manifest:
     """The append-only record of the finished files of an output folder, locked for one run."""
 
     def __init__(self, path: Path):
-        import fcntl
-
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o600)
         except OSError as exc:
             raise InputError(f"{self.path}: cannot write the manifest ({exc.strerror}); "
                              "choose another place with --manifest") from None
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusive(self.fd)
         except OSError:
             os.close(self.fd)
             raise InputError(f"{self.path}: another anonymize run is using this manifest and output folder") from None
         # cut a record that a killed run left half-written, so the next record starts on its own line
         size = os.fstat(self.fd).st_size
         if size:
-            data = os.pread(self.fd, size, 0)
+            os.lseek(self.fd, 0, os.SEEK_SET)  # not os.pread: POSIX only
+            data = os.read(self.fd, size)
             if not data.endswith(b"\n"):
                 os.ftruncate(self.fd, data.rfind(b"\n") + 1)
                 os.fsync(self.fd)
