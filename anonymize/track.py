@@ -1,8 +1,8 @@
 """Tracking: never let a face flash unmasked between, before or after its detections.
 
-Detections are linked into tracks by optimal assignment (scipy's ``linear_sum_assignment``) on
-IoU with each track's constant-velocity prediction. A frame's final regions are only decided once
-``lookahead`` later frames have been seen, so the tracker can
+Detections are linked into tracks by optimal assignment (scipy's ``linear_sum_assignment``, ported
+to numpy in :mod:`.assignment`) on IoU with each track's constant-velocity prediction. A frame's
+final regions are only decided once ``lookahead`` later frames have been seen, so the tracker can
 
 * fill gaps: a frame between two detections of a track gets the interpolated box (``tracked``);
 * hold before: a face first detected late is also masked in the frames before (``held``);
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Iterator, TypeVar
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+from .assignment import linear_sum_assignment
 
 from .regions import Regions, iou_matrix
 

@@ -37,12 +37,12 @@ def build() -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from anonymize.detectors.centerface import _load_graph
+    from anonymize.models import model_path
     from anonymize.ffmpeg_tools import ffmpeg_exe
 
     WORK.mkdir(parents=True, exist_ok=True)
     # per-channel DequantizeLinear needs opset >= 13; the shipped graph is opset 9
-    onnx.save(version_converter.convert_version(onnx.load_from_string(_load_graph()), 13), str(WORK / "fp32.onnx"))
+    onnx.save(version_converter.convert_version(onnx.load(str(model_path("centerface"))), 13), str(WORK / "fp32.onnx"))
     quant_pre_process(str(WORK / "fp32.onnx"), str(WORK / "pre.onnx"), skip_symbolic_shape=True)
     raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(ROOT / "sample_media" / "crowd.mp4"), "-vf",
                           "scale=960:544", "-f", "rawvideo", "-pix_fmt", "bgr24", "-"], capture_output=True, check=True).stdout

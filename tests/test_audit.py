@@ -20,7 +20,7 @@ from anonymize.cli import main as cli_main
 
 from .conftest import face_clip, ff
 
-pytest.importorskip("retinaface.weights", reason='needs the audit extra: pip install "anonymize[audit]"')
+pytest.importorskip("retinaface.weights", reason='needs the audit extra: pip install "anonymize-protest[audit]"')
 
 from anonymize.audit import EXIT_FOUND, audit, check_video_metadata, main, scan_bytes
 
@@ -149,7 +149,7 @@ def test_missing_extra_says_how_to_install(monkeypatch, tmp_path, capsys):
     path = tmp_path / "x.png"
     cv2.imwrite(str(path), _no_face_image())
     assert main([str(path)]) == 6
-    assert 'pip install "anonymize[audit]"' in capsys.readouterr().err
+    assert 'pip install "anonymize-protest[audit]"' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["mp4", "heic"])

