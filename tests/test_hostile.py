@@ -4,6 +4,7 @@ The whole corpus runs with ``python bench/hostile.py``; see tests/hostile.py for
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from tests import hostile
 
 CASES = hostile.all_cases()
 FAST = [c for c in CASES if c.fast]
+#: invariants not asserted, comma-separated, e.g. HOSTILE_IGNORE=home (see tests/hostile.py)
+IGNORE = {s for s in os.environ.get("HOSTILE_IGNORE", "").split(",") if s}
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +99,7 @@ def test_checker_catches_a_misbehaving_program(corpus, tmp_path):
 def test_hostile_case(corpus, case):
     root, base, sandbox = corpus
     r = hostile.run_case(case, base, root, sandbox)
+    r.failures = [f for f in r.failures if f[0] not in IGNORE]
     if r.skipped:
         pytest.skip(r.skipped)
     assert r.ok, f"rc={r.rc}: " + "; ".join(f"[{inv}] {why}" for inv, why in r.failures) + f"\n{r.stderr_tail}"
