@@ -54,6 +54,7 @@ class JobOut(BaseModel):
     bytes_in: int
     bytes_out: int
     expired: bool
+    attempts: int
     output: str | None = None
     report: str | None = None
 

@@ -203,7 +203,7 @@ class Service:
                "error": error if error is not None else job.error, "created": _iso(job.created),
                "started": _iso(job.started), "finished": _iso(job.finished),
                "options": job.options, "bytes_in": job.bytes_in, "bytes_out": job.bytes_out,
-               "expired": job.expired}
+               "expired": job.expired, "attempts": job.attempts}
         if status == "succeeded" and not job.expired:
             out["output"] = f"/v1/jobs/{job.id}/output"
             out["report"] = f"/v1/jobs/{job.id}/report"

@@ -60,16 +60,17 @@ def run(folder: Path) -> dict:
             try:
                 from anonymize.ffmpeg_tools import probe
 
-                total = probe(src).estimated_frames
+                total = probe(src).estimated_frames()
             except Exception:
                 total = None
-        last = [0.0]
+        last, done = [0.0], [0]
 
-        def on_frame(i: int) -> None:
+        def on_frame(n: int) -> None:  # called with the number of frames just finished
+            done[0] += n
             now = time.monotonic()
             if total and now - last[0] > 0.25:
                 last[0] = now
-                _write_atomic(folder / PROGRESS, f"{min(0.99, (i + 1) / total):.3f}")
+                _write_atomic(folder / PROGRESS, f"{min(0.99, done[0] / total):.3f}")
 
         runner = Anonymizer(options)
         report = runner.file(src, dst, on_frame=on_frame) if spec["kind"] == "video" else runner.file(src, dst)
@@ -82,6 +83,10 @@ def run(folder: Path) -> dict:
     except ValueError as exc:  # an option the table refuses (checked at submit too)
         outcome = {"status": "failed", "error": _clean_error(str(exc), folder), "code": 2}
     except Exception as exc:  # a bug: say what kind, never the traceback's paths
+        if os.environ.get("ANONYMIZE_WORKER_DEBUG"):  # the server discards a worker's stderr
+            import traceback
+
+            traceback.print_exc()
         outcome = {"status": "failed", "error": f"internal error ({type(exc).__name__})", "code": 1}
     outcome["seconds"] = round(time.time() - started, 3)
     _write_atomic(folder / OUTCOME, json.dumps(outcome))
