@@ -76,6 +76,14 @@ def serve_main(argv: list[str]) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    try:
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        print(f"anonymize serve: error: {exc.name} is not installed; pip install 'anonymize[service]'",
+              file=sys.stderr)
+        return 2
     loopback = is_loopback(args.host)
     try:
         keys = Keys.from_file(args.keys) if args.keys else Keys(None)

@@ -43,7 +43,8 @@ class Executor(Protocol):
         """Run ``job`` to its end and return how it ended (blocks the calling thread)."""
 
     def cancel(self, job_id: str) -> bool:
-        """Stop a running job (its submit returns ``cancelled``); False if it is not running."""
+        """Stop a job that was claimed to run (its submit returns ``cancelled``, also when its
+        process has not started yet); False if no process of it runs now."""
 
     def shutdown(self) -> None:
         """Stop every running job (their submits return ``interrupted``)."""
@@ -66,6 +67,9 @@ class ProcessExecutor:
         with self._lock:
             if self._stopping:
                 return Outcome("interrupted")
+            if job.id in self._cancelled:  # cancelled between its claim and now
+                self._cancelled.discard(job.id)
+                return Outcome("cancelled", "cancelled")
             proc = subprocess.Popen([self.python, "-m", "anonymize.service.worker", str(job.folder), str(os.getpid())],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     env=env, start_new_session=True, close_fds=True)
@@ -91,10 +95,10 @@ class ProcessExecutor:
 
     def cancel(self, job_id: str) -> bool:
         with self._lock:
+            self._cancelled.add(job_id)  # also when its process is not started yet: it never will be
             proc = self._running.get(job_id)
-            if proc is None:
-                return False
-            self._cancelled.add(job_id)
+        if proc is None:
+            return False
         _kill_group(proc.pid)
         return True
 
