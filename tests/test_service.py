@@ -300,10 +300,14 @@ def test_photo_job_end_to_end(server, media):
             assert sha256(media["photo"]) not in hashes_under(server.data)
             metrics = httpx.get(server.url("/metrics")).text
             assert 'anonymize_jobs{status="succeeded"}' in metrics
-            assert f"anonymize_bytes_in_total {media['photo'].stat().st_size}" in metrics or \
-                "anonymize_bytes_in_total" in metrics
+            values = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if not line.startswith("#"))
+            assert int(values["anonymize_bytes_in_total"]) >= media["photo"].stat().st_size
+            assert int(values["anonymize_bytes_out_total"]) >= len(out.content)
+            assert int(values['anonymize_callbacks_total{result="delivered"}']) >= 1
             log = server.log.read_text()
             assert "secret-name" not in log and "solid" not in log and job_id in log
+            # our lines only (no access log): no client address, no URL
+            assert all(line.startswith("anonymize serve: ") for line in log.splitlines()), log
             # DELETE removes everything; then 404
             assert a.delete(f"/v1/jobs/{job_id}").status_code == 204
             assert a.get(f"/v1/jobs/{job_id}").status_code == 404
@@ -447,9 +451,11 @@ def test_kill9_and_restart(tmp_path, keys_file, media):
 
 def test_results_expire(tmp_path, media):
     """--keep-results: outputs and reports are deleted after that many hours (here ~2 s)."""
-    srv = Server(tmp_path / "data", "--keep-results", "0.0005").start()  # loopback, no keys
+    srv = Server(tmp_path / "data", "--keep-results", "0.0005", "--max-duration", "0.5").start()  # no keys
     try:
         with srv.client(None) as c:
+            res = submit(c, media["clip"])  # 1 s: longer than --max-duration
+            assert res.status_code == 422 and "longer than" in res.json()["detail"]
             job_id = submit(c, media["photo"]).json()["id"]
             assert wait_for(c, job_id, ("succeeded", "failed"))["status"] == "succeeded"
             deadline = time.monotonic() + 20
@@ -460,3 +466,44 @@ def test_results_expire(tmp_path, media):
             assert c.get(f"/v1/jobs/{job_id}").json()["expired"] is True
     finally:
         srv.stop()
+
+
+def test_startup_settles_what_a_crash_left(tmp_path):
+    """At startup: a job interrupted too often fails and loses its upload, a queued job without
+    its upload fails, a folder no job owns (a submit cut short) is removed, an ended job's
+    leftover upload is deleted."""
+    from anonymize.service.core import Service, Settings
+    from anonymize.service.store import MAX_ATTEMPTS, Job, JobStore
+
+    data = tmp_path / "data"
+    store = JobStore((data.mkdir() or data) / "jobs.sqlite3")
+
+    def job(job_id: str, status: str, attempts: int = 0) -> Job:
+        j = Job(id=job_id, owner="anonymous", status=status, kind="photo", ext=".jpg", options={},
+                callback_url=None, idem_key=None, error=None, created=time.time(), started=None,
+                finished=time.time() if status == "succeeded" else None, attempts=attempts, bytes_in=1,
+                bytes_out=0, expired=False)
+        store.add(j)
+        folder = data / "jobs" / job_id
+        folder.mkdir(parents=True)
+        return folder
+
+    (job("tired", "running", MAX_ATTEMPTS) / "upload.jpg").write_bytes(b"\xff\xd8\xff one")
+    (job("again", "running", 1) / "upload.jpg").write_bytes(b"\xff\xd8\xff two")
+    (data / "jobs" / "again" / ".output.x.partial.jpg").write_bytes(b"half")
+    job("lost", "queued")
+    (job("done", "succeeded") / "upload.jpg").write_bytes(b"\xff\xd8\xff three")
+    (data / "jobs" / "orphan").mkdir()
+    (data / "jobs" / "orphan" / "upload.part").write_bytes(b"\xff\xd8\xff four")
+    store.close()
+    service = Service(Settings(data=data), Keys(None))
+    try:
+        service.recover()
+        status = {j: service.store.get(j).status for j in ("tired", "again", "lost", "done")}
+        assert status == {"tired": "failed", "again": "queued", "lost": "failed", "done": "succeeded"}
+        assert "interrupted" in service.store.get("tired").error
+        assert "upload was lost" in service.store.get("lost").error
+        left = sorted(str(p.relative_to(data / "jobs")) for p in (data / "jobs").rglob("*") if p.is_file())
+        assert left == ["again/upload.jpg"]  # only the job that will run again keeps its upload
+    finally:
+        service.store.close()

@@ -104,10 +104,11 @@ class JobStore:
         with self._lock:
             try:
                 self._db.execute(
-                    "INSERT INTO jobs (id, owner, status, kind, ext, options, callback_url, idem_key, created, "
-                    "bytes_in) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO jobs (id, owner, status, kind, ext, options, callback_url, idem_key, error, created, "
+                    "started, finished, attempts, bytes_in, bytes_out, expired) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (job.id, job.owner, job.status, job.kind, job.ext, json.dumps(job.options), job.callback_url,
-                     job.idem_key, job.created, job.bytes_in))
+                     job.idem_key, job.error, job.created, job.started, job.finished, job.attempts, job.bytes_in,
+                     job.bytes_out, int(job.expired)))
                 self._bump("bytes_in", job.bytes_in)
                 return job
             except sqlite3.IntegrityError:
