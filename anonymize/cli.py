@@ -282,6 +282,10 @@ def _main(argv: list[str] | None = None) -> int:
         from .audit import main as audit_main
 
         return audit_main(argv[1:])
+    if argv[:1] == ["serve"]:  # `anonymize serve --data DIR [...]` (anonymize/service)
+        from .service.cli import serve_main
+
+        return serve_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error argparse already printed
