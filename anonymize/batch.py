@@ -243,14 +243,14 @@ def plan(inputs: list[Path], output: Path | str | None, copy_other: bool = False
             prefix = "" if len(inputs) == 1 else (root.name + "/")
             for f in files:
                 rel = prefix + f.relative_to(root).as_posix()
-                shown = str(item / f.relative_to(root))
+                label = str(item / f.relative_to(root))  # not `shown`: that name is the function used above
                 if out_dir is not None:
                     dst = out_dir / rel
-                    add(f, rel, dst, shown, str(output / rel))
+                    add(f, rel, dst, label, str(output / rel))
                 elif media_kind(f):
-                    add(f, None, default_output(f), shown, str(default_output(item / f.relative_to(root))))
+                    add(f, None, default_output(f), label, str(default_output(item / f.relative_to(root))))
                 else:
-                    result.not_copied.append(shown)
+                    result.not_copied.append(label)
         else:
             if out_dir is not None:
                 add(item, item.name, out_dir / item.name, str(item), str(output / item.name))

@@ -286,6 +286,10 @@ def _main(argv: list[str] | None = None) -> int:
         from .service.cli import serve_main
 
         return serve_main(argv[1:])
+    if argv[:1] in (["detect"], ["render"]):  # `anonymize detect IN --report PLAN` / `render IN --plan PLAN -o OUT`
+        from . import cli_plan
+
+        return (cli_plan.detect_main if argv[0] == "detect" else cli_plan.render_main)(argv[1:])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error argparse already printed

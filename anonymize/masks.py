@@ -13,9 +13,14 @@ original pixels, never the pixels themselves.**
   contribution, and face recognisers still match blurred faces (see tests/test_masks.py, which
   checks this with dlib's face-recognition network).
 
-The noise comes from a numpy Generator (``seed=`` makes it repeatable). For a tracked region
-(``track_id >= 0``) it is fixed for the whole track: the mask does not flicker from frame to frame,
-and averaging many frames cannot cancel it. Untracked regions get fresh noise every time.
+The noise comes from a :class:`MaskNoise`, one per file being masked (its seed is recorded in the
+plan, so a render of the plan draws the same noise). For a tracked region (``track_id >= 0``) it is
+fixed for the whole track: the mask does not flicker from frame to frame, and averaging many frames
+cannot cancel it. Untracked regions get fresh noise every time. Each file has its own noise: track
+3 of one video and track 3 of the next are not masked with the same offsets.
+
+Mask geometry (:func:`head_boxes`, :func:`reach_edges`, :func:`widen`, :func:`mask_regions`,
+:func:`region_shapes`) is pure: detected boxes in, masked boxes out, no state.
 
 Regions are drawn as the ellipse inscribed in each box (``shape="ellipse"``) or the whole box
 (``shape="box"``). The ellipse is rasterised conservatively: a pixel is masked when its unit square
@@ -24,6 +29,7 @@ box's clipped crop only, so 50 regions on a 1080p frame take a few milliseconds.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from abc import ABC, abstractmethod
 from typing import ClassVar
@@ -39,6 +45,9 @@ MAX_CELLS = 8
 #: Cells are at least this many pixels wide, so small regions get fewer cells.
 MIN_CELL_PX = 4
 SHAPES = ("ellipse", "box")
+#: Region kinds drawn as whole boxes whatever ``mask_shape`` says: an ellipse inscribed in a text
+#: line's box would leave its ends legible, and a person box is already loose.
+BOX_KINDS = ("text", "person", "frame")
 
 
 def head_boxes(regions: Regions, scale: float = 1.3, lift: float = 0.1) -> Regions:
@@ -107,6 +116,78 @@ def widen(regions: Regions, margin: float) -> Regions:
     return regions.with_(boxes=b)
 
 
+def mask_regions(regions: Regions, width: int, height: int, *, scale: float, edge_reach: float,
+                 margin: float = 0.0) -> Regions:
+    """Detected (raw) boxes -> the regions that get masked: faces grow to head size
+    (:func:`head_boxes`, by ``scale``), past the frame edge when they are cut by it
+    (:func:`reach_edges`, by ``edge_reach``) and by ``margin`` pixels on every side
+    (:func:`widen`, used for video). A pure function of its arguments.
+
+    Boxes are *not* clipped to the frame: an ellipse redrawn inside a clipped box would be
+    smaller than the true one and leave part of an edge face visible. The masks clip while
+    drawing; regions wholly outside the frame are dropped.
+    """
+    heads = head_boxes(regions, scale)
+    if edge_reach > 0:
+        heads = reach_edges(heads, width, height, edge_reach)
+    heads = widen(heads, margin)
+    b = heads.boxes
+    inside = (b[:, 2] > 0) & (b[:, 3] > 0) & (b[:, 0] < width) & (b[:, 1] < height)
+    return heads[inside]
+
+
+def region_shapes(masked: Regions, mask_shape: str) -> np.ndarray:
+    """How each region is drawn: ``mask_shape`` for faces and heads, a box for :data:`BOX_KINDS`."""
+    boxed = np.isin(masked.kinds.astype(str), BOX_KINDS)
+    return np.where(boxed, "box", mask_shape).astype(object)
+
+
+def draw(image: np.ndarray, masked: Regions, style: "MaskStyle", mask_shape: str,
+         noise: "MaskNoise | None" = None) -> np.ndarray:
+    """Mask ``masked`` in ``image`` (in place) with ``style``: whole boxes first, then the shaped
+    regions (:func:`region_shapes`); ``noise``: the file's :class:`MaskNoise`."""
+    boxes = region_shapes(masked, mask_shape) == "box"
+    extra = {} if noise is None else {"noise": noise}
+    if boxes.any():
+        style.apply(image, masked[boxes], shape="box", **extra)
+    if (~boxes).any():
+        style.apply(image, masked[~boxes], shape=mask_shape, **extra)
+    return image
+
+
+def file_seed(seed: int | None, input_sha256: str) -> int:
+    """The mask-noise seed of one file: fresh randomness when ``seed`` is None, else derived from
+    ``seed`` and the file's sha256 (reproducible, and different for every file)."""
+    if seed is None:
+        return int.from_bytes(np.random.SeedSequence().generate_state(2, np.uint32).tobytes(), "little") >> 1
+    digest = hashlib.sha256(f"{seed}:{input_sha256}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # 63 bits: a JSON-safe, non-negative int
+
+
+class MaskNoise:
+    """The mask noise of one file: fixed per track (keyed by the file's seed and the track id),
+    fresh for untracked regions (drawn from a generator seeded with the file's seed)."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self._entropy = np.random.SeedSequence(seed).entropy
+        self._tracks: dict[tuple[int, int], np.ndarray] = {}
+
+    def cells(self, track_id: int, ny: int, nx: int, amplitude: int) -> np.ndarray:
+        """(ny, nx, 1) int16 offsets in ``[-amplitude, amplitude]``."""
+        if track_id < 0:
+            return self.rng.integers(-amplitude, amplitude + 1, size=(ny, nx, 1), dtype=np.int16)
+        noise = self._tracks.get((track_id, amplitude))
+        if noise is None:
+            if len(self._tracks) >= 4096:  # bound memory on very long videos
+                self._tracks.clear()
+            rng = np.random.default_rng([self._entropy, track_id])
+            noise = rng.integers(-amplitude, amplitude + 1, size=(MAX_CELLS, MAX_CELLS, 1), dtype=np.int16)
+            self._tracks[(track_id, amplitude)] = noise
+        return noise[:ny, :nx]
+
+
 def _pixel_window(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
     """Integer pixel range ``(x0, y0, x1, y1)`` touched by ``box``, clipped to the frame; None if empty."""
     # Plain floats and the math module: this runs once per mask, hundreds of times per crowded
@@ -152,8 +233,11 @@ class MaskStyle(ABC):
 
     name: ClassVar[str]
 
-    def apply(self, frame: np.ndarray, regions: Regions, shape: str = "ellipse") -> np.ndarray:
+    def apply(self, frame: np.ndarray, regions: Regions, shape: str = "ellipse",
+              noise: MaskNoise | None = None) -> np.ndarray:
         """Mask every region of ``frame`` (BGR uint8, modified in place) and return ``frame``.
+
+        ``noise``: the file's :class:`MaskNoise` (default: the style's own, from its ``seed``).
 
         Boxes should already be head-sized (:func:`head_boxes`). Boxes partly outside the frame are
         clipped; zero-area and wholly outside boxes are skipped. Overlapping boxes are masked one
@@ -170,7 +254,7 @@ class MaskStyle(ABC):
                 continue
             x0, y0, x1, y1 = window
             crop = frame[y0:y1, x0:x1]  # a view: writes land in the frame
-            fill = self._fill(crop, int(track_id))
+            fill = self._fill(crop, int(track_id), noise or self.default_noise)
             if shape == "box":
                 crop[...] = fill
             else:
@@ -178,7 +262,7 @@ class MaskStyle(ABC):
         return frame
 
     @abstractmethod
-    def _fill(self, crop: np.ndarray, track_id: int) -> np.ndarray:
+    def _fill(self, crop: np.ndarray, track_id: int, noise: MaskNoise) -> np.ndarray:
         """What the whole crop becomes (a new contiguous uint8 array); ``apply`` keeps the covered part."""
 
 
@@ -189,8 +273,9 @@ class SolidMask(MaskStyle):
 
     def __init__(self, color: tuple[int, int, int] = (48, 48, 48), seed: int | None = None) -> None:
         self.color = np.array(color, dtype=np.uint8).reshape(3)  # BGR; seed accepted for a uniform API
+        self.default_noise = MaskNoise(seed)
 
-    def _fill(self, crop: np.ndarray, track_id: int) -> np.ndarray:
+    def _fill(self, crop: np.ndarray, track_id: int, noise: MaskNoise) -> np.ndarray:
         # Repeat a whole row: numpy broadcasting a 3-byte colour over the crop is ~20x slower.
         return np.repeat(np.tile(self.color, (1, crop.shape[1], 1)), crop.shape[0], axis=0)
 
@@ -204,25 +289,10 @@ class _CellMask(MaskStyle):
         if not 0 <= noise <= 127:
             raise ValueError(f"noise must be 0..127, got {noise}")
         self.cells, self.noise = cells, noise
-        self.rng = np.random.default_rng(seed)
-        self._entropy = np.random.SeedSequence(seed).entropy  # keys the per-track noise
-        self._track_noise: dict[int, np.ndarray] = {}
+        #: used when ``apply`` is given no file's noise (direct use of a style)
+        self.default_noise = MaskNoise(seed)
 
-    def _cell_noise(self, track_id: int, ny: int, nx: int) -> np.ndarray:
-        """(ny, nx, 1) offsets: fixed per track (no flicker; averaging frames cannot cancel them),
-        fresh for untracked regions."""
-        if track_id < 0:
-            return self.rng.integers(-self.noise, self.noise + 1, size=(ny, nx, 1), dtype=np.int16)
-        noise = self._track_noise.get(track_id)
-        if noise is None:
-            if len(self._track_noise) >= 4096:  # bound memory on very long videos
-                self._track_noise.clear()
-            rng = np.random.default_rng([self._entropy, track_id])
-            noise = rng.integers(-self.noise, self.noise + 1, size=(MAX_CELLS, MAX_CELLS, 1), dtype=np.int16)
-            self._track_noise[track_id] = noise
-        return noise[:ny, :nx]
-
-    def _grid(self, crop: np.ndarray, track_id: int) -> np.ndarray:
+    def _grid(self, crop: np.ndarray, track_id: int, noise: MaskNoise) -> np.ndarray:
         """(ny, nx, 3) uint8 cell means plus per-cell noise: everything the output may depend on."""
         h, w = crop.shape[:2]
         nx = min(self.cells, max(1, w // MIN_CELL_PX))
@@ -230,7 +300,7 @@ class _CellMask(MaskStyle):
         grid = cv2.resize(crop, (nx, ny), interpolation=cv2.INTER_AREA).astype(np.int16)
         if self.noise:
             # One offset per cell, the same on all channels: brightness jitter, not colour speckle.
-            grid += self._cell_noise(track_id, ny, nx)
+            grid += noise.cells(track_id, ny, nx, self.noise)
         # np.maximum/np.minimum in place: the same as np.clip, without its wrapper's overhead on a tiny array
         return np.minimum(np.maximum(grid, 0, out=grid), 255, out=grid).astype(np.uint8).reshape(ny, nx, 3)
 
@@ -240,9 +310,9 @@ class PixelateMask(_CellMask):
 
     name = "pixelate"
 
-    def _fill(self, crop: np.ndarray, track_id: int) -> np.ndarray:
+    def _fill(self, crop: np.ndarray, track_id: int, noise: MaskNoise) -> np.ndarray:
         h, w = crop.shape[:2]
-        return cv2.resize(self._grid(crop, track_id), (w, h), interpolation=cv2.INTER_NEAREST)
+        return cv2.resize(self._grid(crop, track_id, noise), (w, h), interpolation=cv2.INTER_NEAREST)
 
 
 class BlurMask(_CellMask):
@@ -250,9 +320,9 @@ class BlurMask(_CellMask):
 
     name = "blur"
 
-    def _fill(self, crop: np.ndarray, track_id: int) -> np.ndarray:
+    def _fill(self, crop: np.ndarray, track_id: int, noise: MaskNoise) -> np.ndarray:
         h, w = crop.shape[:2]
-        grid = self._grid(crop, track_id)
+        grid = self._grid(crop, track_id, noise)
         # Upscale the tiny grid 4x, soften the bilinear creases there (cheap: <= 32x32 pixels), then
         # stretch to the crop. Every step sees only grid values (the blur replicates its border).
         ny, nx = grid.shape[:2]

@@ -1,15 +1,21 @@
-"""The one pipeline behind the CLI and the Python API: decode -> detect -> track -> mask -> encode.
+"""The one pipeline behind the CLI and the Python API: decode -> regions -> mask -> encode.
 
-Video stages run concurrently: a thread decodes (ffmpeg), the calling thread detects, tracks and
-masks, and a thread encodes (ffmpeg), with bounded queues between them so memory stays flat in
-video length. Any stage that fails sets a stop event; the others wind down, the encoder is
-killed and the partial output deleted, and the error is raised in the caller (fail closed).
+The regions of each frame come from a :class:`~anonymize.regions_source.RegionSource`: live
+(detect -> track, :class:`~anonymize.regions_source.LiveRegions`) for the one-shot run and
+``detect``, or a plan file (:class:`~anonymize.regions_source.PlanRegions`) for ``render``. Mask
+geometry is pure (:func:`anonymize.masks.mask_regions`), and the mask noise belongs to the file
+(:class:`~anonymize.masks.MaskNoise`, seeded per file and recorded in the report).
+
+Video stages run concurrently: a thread decodes (ffmpeg), the calling thread gets the regions and
+grows them, and a thread masks and encodes (ffmpeg), with bounded queues between them so memory
+stays flat in video length. Any stage that fails sets a stop event; the others wind down, the
+encoder is killed and the partial output deleted, and the error is raised in the caller (fail
+closed). ``detect`` runs the same loop with no encoder.
 """
 from __future__ import annotations
 
 import logging
 import queue
-from dataclasses import replace
 import threading
 from pathlib import Path
 from typing import Callable, Iterator
@@ -22,13 +28,13 @@ from .detectors import DETECTORS, Detector, create as create_detector
 from .detectors.tta import PHOTO, CenterFaceTTA
 from .errors import AnonymizeError, DetectError, InputError, ModelError
 from .ffmpeg_tools import Probe, probe
-from .masks import create_mask, head_boxes, reach_edges, widen
+from .masks import BOX_KINDS, MaskNoise, MaskStyle, create_mask, draw, mask_regions, region_shapes
 from .photo import read_photo, write_photo
+from .plan import Geometry
 from .regions import Regions
+from .regions_source import LiveRegions, PlanRegions, RegionSource, photo_regions
 from .report import FileReport
-from .schedule import DetectionSchedule, SceneCuts
-from .track import Tracker, TrackerSettings
-from .video import EncodeSettings, Frame, VideoDecoder, VideoEncoder, damage_warning
+from .video import EncodeSettings, VideoDecoder, VideoEncoder, damage_warning
 
 log = logging.getLogger("anonymize")
 
@@ -43,9 +49,6 @@ _TECHNICAL_TAGS = {"major_brand", "minor_version", "compatible_brands", "handler
 #: The detector (registry name) that finds each mark other than faces. Plates are found as text:
 #: no plate detector with a permissive licence ships its weights, and a plate is legible text.
 MARK_DETECTORS = {"heads": "head", "persons": "person", "plates": "text", "text": "text"}
-#: Region kinds drawn as whole boxes whatever ``mask_shape`` says: an ellipse inscribed in a text
-#: line's box would leave its ends legible, and a person box is already loose.
-BOX_KINDS = ("text", "person", "frame")
 
 
 class Engine:
@@ -119,48 +122,58 @@ class Engine:
             h, w = image.shape[:2]
             return Regions(np.array([[0, 0, w, h]], np.float32), kinds=["frame"])
 
-    def mask_regions(self, regions: Regions, width: int, height: int, margin: float = 0.0) -> Regions:
-        """Detected boxes -> the regions that get masked (faces grow to head size, past the
-        frame edge when they are cut by it: :func:`~anonymize.masks.reach_edges`, and by
-        ``margin`` pixels on every side: :func:`~anonymize.masks.widen`, used for video).
-
-        Boxes are *not* clipped to the frame: an ellipse redrawn inside a clipped box would be
-        smaller than the true one and leave part of an edge face visible. The masks clip while
-        drawing; regions wholly outside the frame are dropped.
-        """
-        heads = head_boxes(regions, self.options.mask_scale)
-        if self.options.edge_reach > 0:
-            heads = reach_edges(heads, width, height, self.options.edge_reach)
-        heads = widen(heads, margin)
-        b = heads.boxes
-        inside = (b[:, 2] > 0) & (b[:, 3] > 0) & (b[:, 0] < width) & (b[:, 1] < height)
-        return heads[inside]
-
-    def shapes(self, masked: Regions) -> np.ndarray:
-        """How each region is drawn: ``mask_shape`` for faces and heads, a box for the rest."""
-        boxed = np.isin(masked.kinds.astype(str), BOX_KINDS)
-        return np.where(boxed, "box", self.options.mask_shape).astype(object)
-
-    def apply(self, image: np.ndarray, masked: Regions) -> np.ndarray:
-        """Mask ``masked`` in ``image`` (in place): whole boxes first, then the shaped regions."""
-        shapes = self.shapes(masked)
-        boxes = shapes == "box"
-        if boxes.any():
-            self.mask.apply(image, masked[boxes], shape="box")
-        if (~boxes).any():
-            self.mask.apply(image, masked[~boxes], shape=self.options.mask_shape)
-        return image
+    def geometry(self, kind: str, width: int, height: int) -> Geometry:
+        """The mask geometry of a file (its pixel margin depends on the frame size)."""
+        return geometry(self.options, kind, width, height)
 
 
-def process_photo(src: Path, dst: Path, engine: Engine, report: FileReport) -> None:
+def geometry(options: Options, kind: str, width: int, height: int) -> Geometry:
+    """The mask geometry ``options`` give a ``kind`` file of this size (video: a margin in pixels)."""
+    margin = options.video_margin * min(width, height) if kind == "video" else 0.0
+    return Geometry(options.mask, options.mask_shape, options.mask_scale, options.edge_reach, float(margin))
+
+
+def grow(raw: Regions, width: int, height: int, g: Geometry) -> Regions:
+    """Raw boxes -> masked regions (pure: :func:`anonymize.masks.mask_regions`)."""
+    return mask_regions(raw, width, height, scale=g.mask_scale, edge_reach=g.edge_reach, margin=g.margin)
+
+
+def _record_plan(report: FileReport, g: Geometry, noise: MaskNoise) -> None:
+    report.geometry = g.as_dict()
+    report.noise_seed = noise.seed
+
+
+def process_photo(src: Path, dst: Path | None, engine: Engine, report: FileReport, noise: MaskNoise) -> None:
+    """Detect and mask one photo (``dst`` None: detect only, write nothing)."""
     image, info = read_photo(src)
     h, w = image.shape[:2]
-    masked = engine.mask_regions(engine.detect(image, photo=True), w, h)
-    engine.apply(image, masked)
-    write_photo(image, dst, info)
+    raw = photo_regions(engine.detect(image, photo=True))
+    g = engine.geometry("photo", w, h)
+    _photo_out(image, info, raw, g, engine.mask, noise, dst, report)
+
+
+def render_photo(src: Path, dst: Path, source: PlanRegions, style: MaskStyle, noise: MaskNoise,
+                 report: FileReport) -> None:
+    """Mask one photo with the regions of a plan."""
+    image, info = read_photo(src)
+    h, w = image.shape[:2]
+    e = source.entry
+    if (w, h) != (e.width, e.height) or e.frame_count != 1:
+        raise InputError(f"{src}: the photo is {w}x{h}, the plan's {e.width}x{e.height} ({e.frame_count} frames)")
+    _photo_out(image, info, source.at(0, w, h), e.geometry, style, noise, dst, report)
+
+
+def _photo_out(image, info, raw: Regions, g: Geometry, style: MaskStyle, noise: MaskNoise, dst: Path | None,
+               report: FileReport) -> None:
+    h, w = image.shape[:2]
+    masked = grow(raw, w, h, g)
+    if dst is not None:
+        draw(image, masked, style, g.mask_shape, noise)
+        write_photo(image, dst, info)
     report.width, report.height = w, h
     report.removed = list(info.removed)
-    report.add_frame(0, 0.0, masked, engine.shapes(masked))
+    _record_plan(report, g, noise)
+    report.add_frame(0, 0.0, masked, region_shapes(masked, g.mask_shape), raw=raw)
 
 
 def removed_from_video(p: Probe, audio: str) -> list[str]:
@@ -202,27 +215,42 @@ def check_video_streams(src: Path, info: Probe) -> None:
     raise InputError(f"{src}: no video stream: {what}")
 
 
-def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
+def process_video(src: Path, dst: Path | None, engine: Engine, report: FileReport, noise: MaskNoise,
                   on_frame: Callable[[int], None] | None = None) -> None:
-    opts = engine.options
+    """Detect, track and mask one video (``dst`` None: detect only, no encoder, nothing written)."""
     info = probe(src)
+    check_video_streams(src, info)  # before the tracker reads the stream's frame rate
+    source = LiveRegions(engine, engine.options, float(info.video.fps or 30))
+    run_video(src, dst, info, source, lambda w, h: engine.geometry("video", w, h), engine.mask, noise,
+              engine.options, report, on_frame)
+
+
+def render_video(src: Path, dst: Path, info: Probe, source: PlanRegions, style: MaskStyle, noise: MaskNoise,
+                 options: Options, report: FileReport, on_frame: Callable[[int], None] | None = None) -> None:
+    """Mask one video with the regions of a plan (no detector runs)."""
+    run_video(src, dst, info, source, lambda w, h: source.entry.geometry, style, noise, options, report, on_frame)
+
+
+def run_video(src: Path, dst: Path | None, info: Probe, source: RegionSource,
+              geometry_of: Callable[[int, int], Geometry], style: MaskStyle, noise: MaskNoise, opts: Options,
+              report: FileReport, on_frame: Callable[[int], None] | None = None) -> None:
+    """decode -> ``source``'s raw regions -> mask geometry -> report, and with a ``dst``: draw -> encode.
+
+    One decode, streamed; the output appears under ``dst`` only once every frame is written."""
     check_video_streams(src, info)
-    fps = float(info.video.fps or 30)
-    settings = TrackerSettings.from_seconds(fps, opts.hold_before, opts.hold_after, opts.max_gap)
-    # a track must survive the frames on which no detection runs
-    every = max(opts.detect_every, opts.marks_every if engine.mark_detectors else 1)
-    settings = replace(settings, max_gap=max(settings.max_gap, 2 * every), hold_after=max(settings.hold_after, every))
-    tracker: Tracker[Frame] = Tracker(settings)
     decoder = VideoDecoder(src, info, threads=opts.ffmpeg_threads)
     settings = EncodeSettings(opts.quality, opts.crf, opts.preset, opts.audio, threads=opts.ffmpeg_threads,
                               seed=opts.seed)
-    report.audio = "none" if not info.audio else {"keep": "kept", "drop": "dropped", "disguise": "disguised"}[opts.audio]
+    if dst is not None:
+        report.audio = "none" if not info.audio else {"keep": "kept", "drop": "dropped",
+                                                      "disguise": "disguised"}[opts.audio]
     report.removed = removed_from_video(info, opts.audio)
 
     stop = threading.Event()
     decoded: queue.Queue = queue.Queue(_QUEUE_FRAMES)
     masked_q: queue.Queue = queue.Queue(_QUEUE_FRAMES)
     errors: list[BaseException] = []
+    g: Geometry | None = None
 
     def decode() -> None:
         frames = decoder.frames()
@@ -243,7 +271,7 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
                 for item, masked in _drain(masked_q, stop):
                     # Masks are drawn here, in the encoder's thread, so that drawing them overlaps
                     # the next frames' detection; a frame is written only after its masks are.
-                    encoder.write(item.pts, engine.apply(item.image, masked))
+                    encoder.write(item.pts, draw(item.image, masked, style, g.mask_shape, noise))
                 if stop.is_set():
                     raise AnonymizeError("stopped")  # makes the encoder kill ffmpeg, not finish the file
         except BaseException as exc:
@@ -254,18 +282,21 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
     decoder_thread.start()
     encoder_thread: threading.Thread | None = None
     try:
-        with atomic_output(dst) as tmp:
-            for item, regions in _tracked(tracker, _drain(decoded, stop), engine):
+        with atomic_output(dst) if dst is not None else _no_output() as tmp:
+            for item, raw in source.regions(_drain(decoded, stop)):
                 h, w = item.image.shape[:2]
-                if encoder_thread is None:
-                    encoder = VideoEncoder(tmp, src, info, w, h, settings)
-                    encoder_thread = threading.Thread(target=encode, args=(encoder,), name="encode", daemon=True)
-                    encoder_thread.start()
+                if g is None:
+                    g = geometry_of(w, h)  # fixed for the file
                     report.width, report.height = w, h
-                    margin = engine.options.video_margin * min(w, h)  # pixels, fixed for the file
-                masked = engine.mask_regions(regions, w, h, margin)
-                report.add_frame(item.index, item.pts, masked, engine.shapes(masked))
-                if not _put(masked_q, (item, masked), stop):
+                    _record_plan(report, g, noise)
+                    if tmp is not None:
+                        encoder = VideoEncoder(tmp, src, info, w, h, settings)
+                        encoder_thread = threading.Thread(target=encode, args=(encoder,), name="encode",
+                                                          daemon=True)
+                        encoder_thread.start()
+                masked = grow(raw, w, h, g)
+                report.add_frame(item.index, item.pts, masked, region_shapes(masked, g.mask_shape), raw=raw)
+                if tmp is not None and not _put(masked_q, (item, masked), stop):
                     break
                 if on_frame:
                     on_frame(1)
@@ -278,7 +309,7 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
                 raise errors[0]
             if stop.is_set():
                 raise AnonymizeError("stopped")
-            if encoder_thread is None:
+            if g is None:
                 raise AnonymizeError(f"{src}: no frames decoded")
             warning = damage_warning(decoder)
             if warning:
@@ -292,16 +323,14 @@ def process_video(src: Path, dst: Path, engine: Engine, report: FileReport,
         raise
 
 
-def _tracked(tracker: Tracker, frames: Iterator[Frame], engine: Engine) -> Iterator[tuple[Frame, Regions]]:
-    cuts = SceneCuts()
-    schedule = DetectionSchedule(engine.options.detect_every)
-    marks = DetectionSchedule(engine.options.marks_every)
-    for frame in frames:
-        cut = cuts(frame.image)  # once per frame, for both schedules
-        detections = engine.detect(frame.image, full=schedule.tick(cut),
-                                   marks=bool(engine.mark_detectors) and marks.tick(cut))
-        yield from tracker.push(frame, detections)
-    yield from tracker.flush()
+class _no_output:
+    """Stands in for :func:`atomic_output` when nothing is written (``detect``)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> bool:

@@ -1,15 +1,25 @@
 """The JSON report: what was masked in every frame and what was removed from every file.
 
-Schema (version 1, stable; other tools read it)::
+Schema (version 2; the report is also the plan ``anonymize render`` reads: docs/plan-schema.md)::
 
-    {"schema": 1, "tool": "anonymize", "version": "...", "settings": {...}, "models": [...],
-     "files": [{"input": str, "output": str, "kind": "video"|"photo", "status": "ok"|"failed"|"skipped"|"copied",
+    {"schema": 2, "tool": "anonymize", "version": "...", "settings": {...}, "models": [...],
+     "files": [{"input": str, "output": str|null, "kind": "video"|"photo", "status": "ok"|"failed"|"skipped"|"copied",
                 "error": str|null, "width": int, "height": int, "frame_count": int,
                 "audio": "dropped"|"kept"|"disguised"|"none", "removed": [str, ...],
                 "warnings": [str, ...],
+                "input_sha256": str, "noise_seed": int, "geometry": {"mask": .., "mask_shape": .., "mask_scale": ..,
+                "edge_reach": .., "margin": ..},
+                "tracks": [{"id": int, "kind": str, "masked": bool, "first": frame, "last": frame}],
+                "add": [], "mask_frames": [],
                 "frames": [{"index": i, "pts": seconds, "regions": [
                     {"x": .., "y": .., "w": .., "h": .., "shape": "ellipse"|"box",
-                     "kind": "face"|"head"|"person"|"text"|"frame", "score": .., "source": "detected"|"tracked"|"held"}]}]}]}
+                     "kind": "face"|"head"|"person"|"text"|"frame", "score": .., "source": "detected"|"tracked"|"held",
+                     "track": int}],
+                    "raw": [{"box": [x1, y1, x2, y2], "track": int, "kind": .., "score": .., "source": ..}]}]}]}
+
+Schema 1 (earlier versions) is schema 2 without ``input_sha256``, ``noise_seed``, ``geometry``,
+``tracks``, ``add``, ``mask_frames``, the regions' ``track`` and the frames' ``raw``.
+``raw`` holds the boxes before head growth, exactly (unrounded), as render needs them.
 
 ``skipped``: already done by an earlier run of the same batch (manifest); ``copied``: a non-media
 file copied verbatim with ``--copy-other``. Region coordinates are the masked area in output pixels; a region at the frame's edge may extend
@@ -29,7 +39,7 @@ from typing import Iterator, Sequence
 from .errors import DiskFull, EncodeError, is_disk_full
 from .regions import Regions
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -50,10 +60,17 @@ class FileReport:
     #: problems that did not stop the file (a damaged input that decoded with errors, ...)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: plan fields (schema 2): what ``render`` needs to mask the same regions again
+    input_sha256: str | None = None
+    noise_seed: int | None = None
+    geometry: dict | None = None
+    _tracks: dict = field(default_factory=dict, repr=False)
     _spool: tempfile.SpooledTemporaryFile | None = field(default=None, repr=False)
 
-    def add_frame(self, index: int, pts: float, regions: Regions, shape: str | Sequence[str]) -> None:
-        """Record the regions masked in one output frame (``shape``: one for all, or one per region)."""
+    def add_frame(self, index: int, pts: float, regions: Regions, shape: str | Sequence[str],
+                  raw: Regions | None = None) -> None:
+        """Record the regions masked in one output frame (``shape``: one for all, or one per region)
+        and ``raw``, the boxes they were grown from (with their track ids: the plan)."""
         shapes = [shape] * len(regions) if isinstance(shape, str) else list(shape)
         if self._spool is None:
             self._spool = tempfile.SpooledTemporaryFile(max_size=4 << 20, mode="w+")
@@ -62,12 +79,33 @@ class FileReport:
         rec = {"index": index, "pts": round(pts, 6), "regions": [
             {"x": round(float(b[0]), 1), "y": round(float(b[1]), 1), "w": round(float(b[2] - b[0]), 1),
              "h": round(float(b[3] - b[1]), 1), "shape": str(sh), "kind": str(k), "score": round(float(s), 3),
-             "source": str(src)}
-            for b, k, s, src, sh in zip(regions.boxes, regions.kinds, regions.scores, regions.sources, shapes)]}
+             "source": str(src), "track": int(t)}
+            for b, k, s, src, sh, t in zip(regions.boxes, regions.kinds, regions.scores, regions.sources, shapes,
+                                           regions.track_ids)]}
+        if raw is not None:
+            # float(float32) prints the shortest decimal that reads back as the same float32
+            rec["raw"] = [{"box": [float(v) for v in b], "track": int(t), "kind": str(k), "score": float(s),
+                           "source": str(src)}
+                          for b, t, k, s, src in zip(raw.boxes, raw.track_ids, raw.kinds, raw.scores, raw.sources)]
+            for t, k in zip(raw.track_ids.tolist(), raw.kinds):
+                if t >= 0:
+                    self.note_track(t, str(k), index)
         try:
             self._spool.write(json.dumps(rec, separators=(",", ":")) + "\n")
         except OSError as exc:  # the spool went to the temporary folder, and that is full or broken
             raise _write_error(exc, f"{tempfile.gettempdir()}: cannot spool the report's frames") from exc
+
+    def note_track(self, track: int, kind: str, index: int, masked: bool = True) -> None:
+        """Count frame ``index`` in track ``track`` (the report's ``tracks`` list)."""
+        t = self._tracks.get(track)
+        if t is None:
+            self._tracks[track] = {"id": track, "kind": kind, "masked": masked, "first": index, "last": index}
+        else:
+            t["first"], t["last"] = min(t["first"], index), max(t["last"], index)
+
+    @property
+    def tracks(self) -> list[dict]:
+        return [dict(t) for _, t in sorted(self._tracks.items())]
 
     def frames(self) -> Iterator[dict]:
         if self._spool is None:
@@ -82,6 +120,8 @@ class FileReport:
         from .paths import shown
 
         out = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        if self.input_sha256 is not None:  # a plan: the edits' lists, empty, for a person to fill
+            out.update(tracks=self.tracks, add=[], mask_frames=[])
         for key in ("input", "output", "error"):
             if isinstance(out[key], str):
                 out[key] = shown(out[key])

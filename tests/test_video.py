@@ -253,11 +253,11 @@ def test_mask_drawing_failure_stops_cleanly_and_writes_nothing(tmp_path):
     runner = Anonymizer(seed=0)
     draw, calls = runner.engine.mask.apply, []
 
-    def flaky(frame, regions, shape="ellipse"):
+    def flaky(frame, regions, shape="ellipse", **kw):
         calls.append(1)
         if len(calls) > 8:
             raise RuntimeError("boom")
-        return draw(frame, regions, shape)
+        return draw(frame, regions, shape, **kw)
 
     runner.engine.mask.apply = flaky
     src = face_clip(tmp_path, seconds=2)
@@ -285,13 +285,13 @@ def test_cli_and_report(tmp_path):
     out, rep = tmp_path / "cli.mp4", tmp_path / "r.json"
     assert cli_main([str(src), "-o", str(out), "--report", str(rep), "--quiet", "--mask", "solid"]) == 0
     data = json.loads(rep.read_text())
-    assert data["schema"] == 1 and data["settings"]["mask"] == "solid"
+    assert data["schema"] == 2 and data["settings"]["mask"] == "solid"
     assert data["models"][0]["name"] == "centerface" and len(data["models"][0]["sha256"]) == 64
     f = data["files"][0]
     assert f["status"] == "ok" and f["kind"] == "video" and f["audio"] == "dropped"
     assert len(f["frames"]) == 30 and f["frames"][0]["index"] == 0
     region = f["frames"][0]["regions"][0]
-    assert set(region) == {"x", "y", "w", "h", "shape", "kind", "score", "source"}
+    assert set(region) == {"x", "y", "w", "h", "shape", "kind", "score", "source", "track"}
     assert cli_main([str(tmp_path / "nope.mp4"), "--quiet"]) == 2
     assert cli_main([str(src), "-o", str(src), "--quiet"]) == 2
 
