@@ -248,7 +248,7 @@ def _one(name: str, data, out: str | None = "out", extra: list[str] = ()):
         argv = [f"./{p.relative_to(d)}"]
         if out is not None:
             argv += ["-o", f"{out}{ext}"]
-        return argv + list(extra) + COMMON
+        return argv + COMMON + list(extra)  # extra last: an option under test overrides COMMON (--marks)
     return build
 
 
