@@ -28,6 +28,9 @@ commands:
   anonymize INPUT... [-o OUTPUT] [options]      anonymize photos, videos and folders
   anonymize audit OUTPUT... [--against INPUT]   re-check anonymized outputs with another detector
                                                 (see: anonymize audit --help)
+  anonymize detect INPUT --report PLAN.json     write the plan (what would be masked), no media
+  anonymize render INPUT --plan PLAN.json -o OUTPUT   mask from a (reviewed) plan, no detector
+  anonymize serve --data DIR [--keys FILE]      the HTTP service (pip install ".[service]")
 """
 
 EPILOG = """\
