@@ -241,4 +241,4 @@ def test_audit_detector_is_registered_and_optional():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr
-    assert 'pip install "anonymize[audit]"' in out.stdout
+    assert 'pip install "anonymize-protest[audit]"' in out.stdout
