@@ -157,15 +157,3 @@ def _priors(h: int, w: int) -> np.ndarray:
         wh = np.array(sizes, np.float64)[:, None] / [w, h]
         out.append(np.hstack([np.repeat(centres, len(sizes), 0), np.tile(wh, (len(centres), 1))]))
     return np.vstack(out)
-
-
-def _priors(h: int, w: int) -> np.ndarray:
-    """RetinaFace anchors (cx, cy, w, h), relative to the image, in the network's output order."""
-    out = []
-    for stride, sizes in _ANCHORS:
-        ny, nx = -(-h // stride), -(-w // stride)
-        yy, xx = np.mgrid[0:ny, 0:nx]
-        centres = (np.stack([xx.ravel(), yy.ravel()], 1) + 0.5) * stride / [w, h]
-        wh = np.array(sizes, np.float64)[:, None] / [w, h]
-        out.append(np.hstack([np.repeat(centres, len(sizes), 0), np.tile(wh, (len(centres), 1))]))
-    return np.vstack(out)
