@@ -50,6 +50,17 @@ def _fail(exc: BaseException) -> int:
     return getattr(exc, "exit_code", 1)
 
 
+def _guarded(work) -> int:
+    """Run one command's work; map its errors to one printed line and an exit code."""
+    try:
+        work()
+    except (AnonymizeError, ValueError) as exc:
+        return _fail(exc)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 def _refuse_existing(path: Path, overwrite: bool, label: str) -> None:
     if os.path.lexists(path) and not overwrite:
         raise InputError(f"{label} {shown(path)} exists; use -y to replace it")
@@ -78,7 +89,8 @@ def detect_main(argv: list[str]) -> int:
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
-    try:
+
+    def work() -> None:
         from .api import Anonymizer
 
         options = _options(args, names)
@@ -87,11 +99,8 @@ def detect_main(argv: list[str]) -> int:
         runner = Anonymizer(options)
         report = runner.detect(args.input)
         runner.write_report(args.report, [report])
-    except (AnonymizeError, ValueError) as exc:
-        return _fail(exc)
-    except KeyboardInterrupt:
-        return 130
-    return 0
+
+    return _guarded(work)
 
 
 def render_main(argv: list[str]) -> int:
@@ -112,7 +121,8 @@ def render_main(argv: list[str]) -> int:
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
-    try:
+
+    def work() -> None:
         from .api import Anonymizer
         from .plan import load_plan
 
@@ -126,8 +136,5 @@ def render_main(argv: list[str]) -> int:
         report = runner.render(args.input, plan, args.output)
         if args.report:
             runner.write_report(args.report, [report])
-    except (AnonymizeError, ValueError) as exc:
-        return _fail(exc)
-    except KeyboardInterrupt:
-        return 130
-    return 0
+
+    return _guarded(work)
