@@ -259,10 +259,14 @@ def test_review_flow_in_chromium(tmp_path):
             added = page.evaluate("() => state.add")
             assert len(added) == 1 and added[0]["frame"] == ADD_FRAME
             assert abs(added[0]["x"] - x) <= 3 and abs(added[0]["w"] - w) <= 3
-            if shot:
-                page.screenshot(path=shot)
             page.click("#render")
             page.wait_for_selector("#dl-output:visible", timeout=150_000)
+            if shot:  # the review screen once rendered: the preview shows the edits
+                page.wait_for_function("() => document.querySelector('#video').src.includes('v=2') && "
+                                       "document.querySelector('#video').readyState >= 2")
+                page.locator("#scrub").fill(str(ADD_FRAME))
+                page.wait_for_timeout(1500)
+                page.screenshot(path=shot, full_page=True)
             with page.expect_download() as got:
                 page.click("#dl-output")
             out = tmp_path / "out.mp4"
@@ -285,7 +289,7 @@ def test_review_flow_in_chromium(tmp_path):
     for i in range(len(orig)):
         for a in regions.get(i, []):
             if a["track"] == spared:
-                assert _diff(orig[i], res[i], (a["x"], a["y"], a["w"], a["h"])) < 4.0, (i, a)
+                assert _diff(orig[i], res[i], (a["x"], a["y"], a["w"], a["h"])) < 5.0, (i, a)
     # every other region of the plan: still there (the same region) and masked
     for i in range(0, len(orig), 3):
         kept = [(a["x"], a["y"], a["w"], a["h"]) for a in regions.get(i, []) if a["track"] != spared]
@@ -302,3 +306,63 @@ def test_review_flow_in_chromium(tmp_path):
         assert _diff(orig[i], res[i], (adds[0]["x"], adds[0]["y"], adds[0]["w"], adds[0]["h"])) > 6.0, i
     ys, xs = _inner(ADD_BOX)
     assert np.abs(orig[ADD_FRAME][ys, xs] - res[ADD_FRAME][ys, xs]).mean() > 6.0
+
+
+def _wait(c, url: str, until: tuple[str, ...], seconds: float = 240) -> dict:
+    deadline = time.monotonic() + seconds
+    got = {"status": None}
+    while time.monotonic() < deadline:
+        got = c.get(url).json()
+        if got["status"] in until:
+            return got
+        time.sleep(0.3)
+    raise AssertionError(f"{url}: still {got['status']}")
+
+
+def test_photo_review_through_the_api():
+    """A photo: upload, detect, one thumbnail per track; a render with bad edits is refused (and
+    the file stays reviewable); then one track spared and a box added: the spared face keeps its
+    pixels, the added box and every other face are masked; output and report download."""
+    import cv2
+
+    with app_server(Options(marks=("faces",))) as r, \
+            httpx.Client(headers={"X-Anonymize-Token": r.session.token}, timeout=60) as c:
+        base = _base(r)
+        with open(SAMPLE / "crowd.jpg", "rb") as f:
+            up = c.post(base + "/api/files", files={"file": ("x", f)}, headers={"X-File-Name": "crowd.jpg"})
+        assert up.status_code == 202, up.text
+        url = f"{base}/api/files/{up.json()['id']}"
+        d = _wait(c, url, ("ready", "failed"))
+        assert d["status"] == "ready", d["error"]
+        assert d["kind"] == "photo" and d["frame_count"] == 1 and len(d["tracks"]) >= 5
+        for t in d["tracks"]:
+            thumb = c.get(f"{url}/thumb/{t['id']}")
+            assert thumb.status_code == 200 and thumb.content[:3] == b"\xff\xd8\xff"
+        assert c.get(f"{url}/output").status_code == 409  # nothing to save before Render
+        regions = d["frames"][0][1]
+        spared = next(t["id"] for t in d["tracks"] if not any(
+            _overlaps(a[:4], b[:4]) for a in regions if a[4] == t["id"] for b in regions if b[4] != t["id"]))
+        box = (786, 796, 136, 150)  # a head seen from behind (hair, ears): no face, not found
+        assert not any(_overlaps(box, a[:4]) for a in regions)
+        bad = c.post(f"{url}/render", json={"add": [{"frame": 0, "x": 1, "y": 1, "w": -5, "h": 3}]})
+        assert bad.status_code == 202
+        d = _wait(c, url, ("ready", "rendered"))
+        assert d["status"] == "ready" and "w must be" in d["error"]  # the plan's own validation
+        edits = {"spared": [spared], "add": [dict(zip("xywh", box), frame=0)], "mask_frames": []}
+        assert c.post(f"{url}/render", json=edits).status_code == 202
+        d = _wait(c, url, ("rendered", "ready"))
+        assert d["status"] == "rendered", d["error"]
+        out = c.get(f"{url}/output")
+        assert out.status_code == 200 and 'filename="crowd.anonymized.jpg"' in out.headers["content-disposition"]
+        report = c.get(f"{url}/report").json()
+    orig = cv2.imread(str(SAMPLE / "crowd.jpg")).astype(np.int16)
+    res = cv2.imdecode(np.frombuffer(out.content, np.uint8), cv2.IMREAD_COLOR).astype(np.int16)
+    assert {t["id"]: t["masked"] for t in report["files"][0]["tracks"]}[spared] is False
+    for x, y, w, h, track, _ in regions:
+        if track == spared:
+            assert _diff(orig, res, (x, y, w, h)) < 5.0
+        else:
+            assert _diff(orig, res, (x, y, w, h)) > 6.0, track
+    added = [a for a in report["files"][0]["frames"][0]["regions"] if a["source"] == "added"]
+    assert len(added) == 1 and _overlaps(box, (added[0]["x"], added[0]["y"], added[0]["w"], added[0]["h"]))
+    assert _diff(orig, res, box) > 6.0

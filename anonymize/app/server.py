@@ -162,11 +162,13 @@ class Session:
                     self._render(item, edits)
             except Stopped:
                 return
-            except AnonymizeError as exc:
-                item.status, item.error = "failed", str(exc)
             except Exception as exc:  # shown on the page; the server keeps serving the other files
-                log.exception("app job failed")
-                item.status, item.error = "failed", f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, AnonymizeError):
+                    log.exception("app job failed")
+                    exc = f"{type(exc).__name__}: {exc}"
+                # a failed render leaves the file as it was (reviewable, its edits can be fixed)
+                item.status = "failed" if what == "detect" else "ready"
+                item.error = f"{what} failed: {exc}"
 
     def _counter(self, item: Item, share: float, offset: float):
         count = [0]

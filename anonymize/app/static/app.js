@@ -287,7 +287,7 @@ function showRenderState(f) {
   const done = f.status === "rendered";
   $("render").disabled = !["ready", "rendered"].includes(f.status);
   $("render-state").textContent = f.status === "rendering" ? `rendering… ${Math.round(100 * f.progress)} %` :
-    f.status === "failed" ? `failed: ${f.error}` : done ? "done" : "";
+    f.error ? f.error : done ? "done" : "";
   for (const [id, what] of [["dl-output", "output"], ["dl-report", "report"]]) {
     $(id).hidden = !done;
     $(id).href = done ? `/api/files/${f.id}/${what}?v=${state.data.version}` : "";
