@@ -366,3 +366,25 @@ def test_photo_review_through_the_api():
     added = [a for a in report["files"][0]["frames"][0]["regions"] if a["source"] == "added"]
     assert len(added) == 1 and _overlaps(box, (added[0]["x"], added[0]["y"], added[0]["w"], added[0]["h"]))
     assert _diff(orig, res, box) > 6.0
+
+
+def test_original_view_of_a_video_the_browser_cannot_play(tmp_path):
+    """An MKV (or MOV, AVI) is shown as "original" through an H.264 MP4 copy in the working folder."""
+    from anonymize.app.server import Item, Session
+    from anonymize.ffmpeg_tools import ffmpeg_exe, probe
+
+    src = tmp_path / "in.mkv"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
+                    "-frames:v", "10", "-c:v", "mpeg4", "-y", str(src)], check=True)
+    session = Session()
+    try:
+        item = session.new_item("in.mkv", "video", ".mkv")
+        shutil.copyfile(src, item.src)
+        session._original_copy(item)
+        copy = item.folder / item.original
+        assert copy.name == "original.mp4" and copy.parent == item.folder
+        info = probe(copy)
+        assert info.video.codec == "h264" and not info.audio
+    finally:
+        session.close()
+    assert not session.workdir.exists()

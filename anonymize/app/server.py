@@ -276,10 +276,10 @@ class Session:
 
     def _original_copy(self, item: Item) -> None:
         """An H.264 copy of a video the browser cannot play as it is (only for the "original" view)."""
-        from ..ffmpeg_tools import ffmpeg_exe, run_ffmpeg_checked
+        from ..ffmpeg_tools import run_ffmpeg_checked
 
         out = item.folder / "original.mp4"
-        run_ffmpeg_checked([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(item.src), "-map", "0:V:0",
+        run_ffmpeg_checked(["-loglevel", "error", "-i", str(item.src), "-map", "0:V:0",
                             "-an", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-pix_fmt", "yuv420p",
                             "-fps_mode", "passthrough", "-y", str(out)])
         item.original = out.name
