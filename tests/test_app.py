@@ -158,10 +158,13 @@ def test_cli_prints_token_url_and_removes_its_folder(tmp_path):
     assert hashlib.sha256(src.read_bytes()).hexdigest() == before
 
 
-def test_help_lists_app():
-    from anonymize.cli import DESCRIPTION
+def test_help_lists_app(capsys):
+    from anonymize.cli import DESCRIPTION, main
 
     assert "anonymize app" in DESCRIPTION
+    assert main(["app", "--help"]) == 0 and "--no-browser" in capsys.readouterr().out
+    assert main(["app", "--mask-scale", "0.1"]) == 2  # the options table's checks, before anything starts
+    assert "--mask-scale" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,6 +213,8 @@ def _overlaps(a, b) -> bool:
 #: A person seen from behind (red cap, ears) at frame 15 of the clip: no face, so never masked by
 #: a faces-only run; the test draws the added box on it.
 ADD_FRAME, ADD_BOX = 15, (1010, 515, 100, 115)
+#: Frames the test masks whole (the clip's last three).
+WHOLE = (27, 29)
 
 
 def test_review_flow_in_chromium(tmp_path):
@@ -256,6 +261,12 @@ def test_review_flow_in_chromium(tmp_path):
             page.mouse.move(bb["x"] + (x + w) * sx, bb["y"] + (y + h) * sy, steps=4)
             page.mouse.up()
             page.wait_for_selector(f"#edit-list li:has-text('box at frame {ADD_FRAME}')")
+            page.locator("#scrub").fill(str(WHOLE[0]))
+            page.click("#mark-from")
+            page.locator("#scrub").fill(str(WHOLE[1]))
+            page.click("#mark-to")
+            page.wait_for_selector(f"#edit-list li:has-text('whole frames {WHOLE[0]}–{WHOLE[1]}')")
+            page.locator("#scrub").fill(str(ADD_FRAME))
             added = page.evaluate("() => state.add")
             assert len(added) == 1 and added[0]["frame"] == ADD_FRAME
             assert abs(added[0]["x"] - x) <= 3 and abs(added[0]["w"] - w) <= 3
@@ -286,14 +297,15 @@ def test_review_flow_in_chromium(tmp_path):
     assert len(orig) == len(res) == plan["frame_count"]
     rendered = {f["index"]: f["regions"] for f in entry["frames"]}
     # the spared face: unchanged within compression noise, in every frame
-    for i in range(len(orig)):
+    for i in range(WHOLE[0]):
         for a in regions.get(i, []):
             if a["track"] == spared:
                 assert _diff(orig[i], res[i], (a["x"], a["y"], a["w"], a["h"])) < 5.0, (i, a)
     # every other region of the plan: still there (the same region) and masked
-    for i in range(0, len(orig), 3):
+    for i in range(0, WHOLE[0], 3):
         kept = [(a["x"], a["y"], a["w"], a["h"]) for a in regions.get(i, []) if a["track"] != spared]
-        now = [(a["x"], a["y"], a["w"], a["h"]) for a in rendered.get(i, []) if a["source"] != "added"]
+        now = [(a["x"], a["y"], a["w"], a["h"]) for a in rendered.get(i, []) if a["source"] != "added"
+               and a["kind"] != "frame"]
         assert sorted(kept) == sorted(now), i
         for box in kept:
             if box[2] >= 24 and box[3] >= 24:
@@ -304,6 +316,11 @@ def test_review_flow_in_chromium(tmp_path):
         adds = [a for a in rendered.get(i, []) if a["source"] == "added"]
         assert adds, f"frame {i}: the added box was not followed here"
         assert _diff(orig[i], res[i], (adds[0]["x"], adds[0]["y"], adds[0]["w"], adds[0]["h"])) > 6.0, i
+    # the frames masked whole: all of it, the spared face too
+    for i in range(WHOLE[0], WHOLE[1] + 1):
+        assert _diff(orig[i], res[i], (0, 0, plan["width"], plan["height"])) > 6.0, i
+        assert _diff(orig[i], res[i], (0, 0, 200, 100)) > 3.0, i  # a corner of sky and placard
+    assert entry["mask_frames"] == [] and any(a["kind"] == "frame" for a in rendered[WHOLE[0]])
     ys, xs = _inner(ADD_BOX)
     assert np.abs(orig[ADD_FRAME][ys, xs] - res[ADD_FRAME][ys, xs]).mean() > 6.0
 

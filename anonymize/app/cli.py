@@ -1,4 +1,7 @@
-"""``anonymize app [--port N] [--host 127.0.0.1] [--no-browser]``: start the local review page.
+"""``anonymize app [--port N] [--host 127.0.0.1] [--no-browser] [options]``: start the local review page.
+
+The options are those of ``anonymize`` (from :data:`anonymize.config.TABLE`): what is detected and
+how it is masked, for every file reviewed on the page.
 
 It binds 127.0.0.1 on a free port (unless ``--port``), prints the address with the session's
 random token and opens it in the browser. Ctrl-C (or SIGTERM) stops it; the working folder, with
@@ -62,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to bind (default: 127.0.0.1; anything else makes the page reachable from "
                         "other machines, protected only by the token)")
     p.add_argument("--no-browser", action="store_true", help="print the address only, do not open a browser")
+    from ..cli_plan import _add
+    from ..config import TABLE
+
+    for row in TABLE:  # the anonymizing options, as for `anonymize` (what is detected, the mask)
+        if row.cli:
+            _add(p, row)
     return p
 
 
@@ -74,8 +83,17 @@ def app_main(argv: list[str]) -> int:
     if not 0 <= args.port <= 65535:
         print("anonymize: error: --port must be between 0 and 65535", file=sys.stderr)
         return 2
+    from ..cli_plan import _options
+    from ..config import TABLE
+    from ..errors import InputError
+
     try:
-        running = prepare(args.host, args.port)
+        options = _options(args, [row.name for row in TABLE if row.cli])
+    except InputError as exc:
+        print(f"anonymize: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        running = prepare(args.host, args.port, options)
     except OSError as exc:
         print(f"anonymize: error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})", file=sys.stderr)
         return 2
