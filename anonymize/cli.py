@@ -30,7 +30,8 @@ commands:
                                                 (see: anonymize audit --help)
   anonymize detect INPUT --report PLAN.json     write the plan (what would be masked), no media
   anonymize render INPUT --plan PLAN.json -o OUTPUT   mask from a (reviewed) plan, no detector
-  anonymize serve --data DIR [--keys FILE]      the HTTP service (pip install ".[service]")
+  anonymize serve --data DIR [--keys FILE]      the HTTP service
+  anonymize app [--port N] [--no-browser]       the review page in the browser (local only)
 """
 
 EPILOG = """\
@@ -289,6 +290,10 @@ def _main(argv: list[str] | None = None) -> int:
         from .service.cli import serve_main
 
         return serve_main(argv[1:])
+    if argv[:1] == ["app"]:  # `anonymize app [--port N] [--no-browser]` (anonymize/app)
+        from .app.cli import app_main
+
+        return app_main(argv[1:])
     if argv[:1] in (["detect"], ["render"]):  # `anonymize detect IN --report PLAN` / `render IN --plan PLAN -o OUT`
         from . import cli_plan
 
