@@ -1,0 +1,125 @@
+"""Ray, for ``--engine ray``: connecting (or starting a private local cluster), and checking that
+every node sees the files. Ray is an optional extra (``pip install "anonymize-protest[ray]"``),
+imported only here and only when asked for.
+
+Local means local: without ``--ray-address`` Ray is started on 127.0.0.1 only, with no dashboard
+and no usage statistics (``RAY_USAGE_STATS_ENABLED=0`` is set before Ray is imported, and passed
+to every worker), and it is shut down when the run ends. With an address the cluster is someone
+else's: we connect to it and leave it running.
+
+Files are never shipped through Ray: every node reads the inputs and writes the outputs on a
+filesystem they all see (a shared mount), so :func:`check_paths` runs a small task on every node
+before any work and refuses (exit 2) a path a node cannot read or write.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from .errors import InputError
+
+#: What ``pip`` needs for ``--engine ray``.
+INSTALL_HINT = 'pip install "anonymize-protest[ray]"'
+_NO_TELEMETRY = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+_lock = threading.Lock()
+_started_here = [False]
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, with usage statistics off; InputError (exit 2) if it is not installed."""
+    os.environ.update(_NO_TELEMETRY)  # read when Ray starts, and inherited by its processes
+    try:
+        import ray
+    except ImportError:
+        raise InputError(f"--engine ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+def connect(address: str | None, num_cpus: int | None = None) -> Any:
+    """Connect to the Ray cluster at ``address``, or (None) start a private one on this machine with
+    ``num_cpus`` CPUs (loopback only, no dashboard, no usage statistics); returns ``ray``.
+    InputError (exit 2) when Ray is missing or the cluster cannot be reached."""
+    ray = import_ray()
+    with _lock:
+        if ray.is_initialized():
+            return ray
+        common = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                      runtime_env={"env_vars": dict(_NO_TELEMETRY)})
+        try:
+            if address:
+                common.pop("include_dashboard")  # the cluster's own setting; not ours to choose
+                ray.init(address=address, **common)
+            else:
+                # "local": always a new private cluster, never one another program started here
+                ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
+                _started_here[0] = True
+        except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
+            where = f"at {address}" if address else "on this machine"
+            raise InputError(f"--engine ray: cannot {'reach' if address else 'start'} a Ray cluster {where} "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return ray
+
+
+def disconnect() -> None:
+    """Leave the cluster (a local one we started stops with it)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    _started_here[0] = False
+
+
+def cluster_cpus() -> int:
+    """CPUs of the connected cluster (at least 1)."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _check_here(read: list[str], write: list[str]) -> list[str]:
+    """On one node: what of ``read`` (folders and files) it cannot read and of ``write`` (folders)
+    it cannot write. Runs in a Ray worker."""
+    problems = []
+    for path in read:
+        try:
+            os.stat(path)
+        except OSError as exc:
+            problems.append(f"cannot see {path} ({exc.strerror or exc})")
+            continue
+        if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
+            problems.append(f"cannot read {path}")
+    for path in write:
+        try:
+            os.stat(path)
+        except OSError as exc:
+            problems.append(f"cannot see {path} ({exc.strerror or exc})")
+            continue
+        if not (os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)):
+            problems.append(f"cannot write into {path}")
+    return problems
+
+
+def check_paths(read: list[str], write: list[str], timeout_s: float = 120.0) -> None:
+    """Before any work: on every alive node of the cluster, a small task checks that ``read`` can
+    be read and ``write`` written. InputError (exit 2) naming the node and the path otherwise:
+    the files must live on a filesystem every node sees."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0, max_retries=1)(_check_here)
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+            .remote(read, write): n for n in nodes}
+    try:
+        answers = ray.get(list(refs), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise InputError(f"--engine ray: the nodes did not answer the path check within {timeout_s:.0f} s") from None
+    bad = []
+    for node, problems in zip(refs.values(), answers):
+        bad += [f"node {node.get('NodeManagerAddress', '?')}: {p}" for p in problems]
+    if bad:
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise InputError("--engine ray: " + "; ".join(bad[:3]) + more
+                         + "; input and output must be on a filesystem every node sees (a shared mount)")
