@@ -23,7 +23,6 @@ from .errors import InputError
 INSTALL_HINT = 'pip install "anonymize-protest[ray]"'
 _NO_TELEMETRY = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
 _lock = threading.Lock()
-_started_here = [False]
 
 
 def import_ray() -> Any:
@@ -36,14 +35,16 @@ def import_ray() -> Any:
     return ray
 
 
-def connect(address: str | None, num_cpus: int | None = None) -> Any:
+def connect(address: str | None, num_cpus: int | None = None) -> tuple[Any, bool]:
     """Connect to the Ray cluster at ``address``, or (None) start a private one on this machine with
-    ``num_cpus`` CPUs (loopback only, no dashboard, no usage statistics); returns ``ray``.
-    InputError (exit 2) when Ray is missing or the cluster cannot be reached."""
+    ``num_cpus`` CPUs (loopback only, no dashboard, no usage statistics). Returns (``ray``, whether
+    this call connected: False when the caller had already called ``ray.init``, whose cluster is
+    then used as it is and left connected). InputError (exit 2) when Ray is missing or the
+    cluster cannot be reached."""
     ray = import_ray()
     with _lock:
         if ray.is_initialized():
-            return ray
+            return ray, False
         common = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
                       runtime_env={"env_vars": dict(_NO_TELEMETRY)})
         try:
@@ -53,12 +54,11 @@ def connect(address: str | None, num_cpus: int | None = None) -> Any:
             else:
                 # "local": always a new private cluster, never one another program started here
                 ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
-                _started_here[0] = True
         except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
             where = f"at {address}" if address else "on this machine"
             raise InputError(f"--engine ray: cannot {'reach' if address else 'start'} a Ray cluster {where} "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    return ray
+    return ray, True
 
 
 def disconnect() -> None:
@@ -68,7 +68,6 @@ def disconnect() -> None:
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
-    _started_here[0] = False
 
 
 def cluster_cpus() -> int:

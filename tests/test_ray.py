@@ -78,7 +78,7 @@ def test_local_ray_same_as_local(mixed, tmp_path, capsys):
         assert cli_main([str(mixed), "-o", str(on_ray), "-q", "--engine", "ray", "--jobs", "2",
                          "--report", str(tmp_path / "r.json")]) == 0
         err_ray = capsys.readouterr().err
-        assert ray.is_initialized() is False  # the private cluster is shut down after the run
+        assert ray.is_initialized()  # the caller's ray.init stays the caller's
         want = regions(tmp_path / "l.json")
         assert len(want) == 6 and sum(len(v) for v in want.values()) > 6  # the video has several frames
         assert regions(tmp_path / "r.json") == want
@@ -90,9 +90,11 @@ def test_local_ray_same_as_local(mixed, tmp_path, capsys):
         assert files == sorted(want)
         recs = batch.read_manifest(batch.manifest_path(on_ray))
         assert sorted(r["input"] for r in recs) == sorted(want) and {r["status"] for r in recs} == {"done"}
-        # a rerun skips everything, as with --engine local
+        ray.shutdown()
+        # a rerun (its own private Ray, shut down when it ends) skips everything, as with --engine local
         assert cli_main([str(mixed), "-o", str(on_ray), "-q", "--engine", "ray", "--jobs", "2"]) == 0
         assert "0 done, 6 skipped as already done" in capsys.readouterr().err
+        assert not ray.is_initialized()
     finally:
         if ray.is_initialized():
             ray.shutdown()

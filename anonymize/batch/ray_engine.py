@@ -39,11 +39,11 @@ def task_resources(options: Options) -> dict[str, float]:
 
 class RayEngine:
     """Runs files as Ray tasks; connects on construction (InputError, exit 2, when Ray is missing
-    or the cluster cannot be reached)."""
+    or the cluster cannot be reached), unless the caller already called ``ray.init``."""
 
     def __init__(self, options: Options, settings: str, prevs: dict[str, dict], *, address: str | None = None,
                  local_cpus: int = 1):
-        self.ray = ray_cluster.connect(address, num_cpus=local_cpus)
+        self.ray, self._owned = ray_cluster.connect(address, num_cpus=local_cpus)
         if options.threads == 0:  # one detector thread per declared CPU, not onnxruntime's "all cores"
             options = options.updated(threads=1)
         if options.ffmpeg_threads == 0:
@@ -96,7 +96,9 @@ class RayEngine:
                 pass
 
     def close(self) -> None:
-        ray_cluster.disconnect()
+        """Leave the cluster, if this engine connected (a caller's ``ray.init`` stays theirs)."""
+        if self._owned:
+            ray_cluster.disconnect()
 
 
 # --------------------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ class RayExecutor:
     def __init__(self, data: Path, address: str | None = None, local_cpus: int = 1, num_cpus: float = 1.0):
         from anonymize import ray_cluster
 
-        self.ray = ray_cluster.connect(address, num_cpus=local_cpus)
+        self.ray, self._owned = ray_cluster.connect(address, num_cpus=local_cpus)
         ray_cluster.check_paths([str(data)], [str(data)])
         self.capacity = max(1, int(ray_cluster.cluster_cpus() // num_cpus))
         self._task = self.ray.remote(num_cpus=num_cpus, max_retries=3, retry_exceptions=False)(_ray_run)
@@ -180,6 +180,10 @@ class RayExecutor:
                 self.ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001 - already finished
                 pass
+        if self._owned:
+            from anonymize import ray_cluster
+
+            ray_cluster.disconnect()
 
     def running(self) -> list[str]:
         with self._lock:
