@@ -90,6 +90,21 @@ def test_local_ray_same_as_local(mixed, tmp_path, capsys):
         assert files == sorted(want)
         recs = batch.read_manifest(batch.manifest_path(on_ray))
         assert sorted(r["input"] for r in recs) == sorted(want) and {r["status"] for r in recs} == {"done"}
+        # the service's RayExecutor (anonymize serve --engine ray) runs an upload's job on the same Ray
+        from anonymize.service.executor import JobSpec, RayExecutor
+
+        job = tmp_path / "data" / "jobs" / "j1"
+        job.mkdir(parents=True)
+        (job / "upload.jpg").write_bytes((mixed / "a.jpg").read_bytes())
+        (job / "spec.json").write_text(json.dumps({"upload": "upload.jpg", "ext": ".jpg", "kind": "photo",
+                                                   "options": {"mask": "solid"}}))
+        executor = RayExecutor(tmp_path / "data")
+        outcome = executor.submit(JobSpec("j1", job))
+        assert outcome.status == "succeeded", outcome
+        assert (job / "output.jpg").stat().st_size == outcome.bytes_out > 0
+        assert json.loads((job / "report.json").read_text())["files"][0]["region_count"] > 0
+        executor.shutdown()
+        assert ray.is_initialized()  # not the executor's to stop
         ray.shutdown()
         # a rerun (its own private Ray, shut down when it ends) skips everything, as with --engine local
         assert cli_main([str(mixed), "-o", str(on_ray), "-q", "--engine", "ray", "--jobs", "2"]) == 0
