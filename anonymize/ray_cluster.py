@@ -2,7 +2,8 @@
 every node sees the files. Ray is an optional extra (``pip install "anonymize-protest[ray]"``),
 imported only here and only when asked for.
 
-Local means local: without ``--ray-address`` Ray is started on 127.0.0.1 only, with no dashboard
+Local means local: without ``--ray-address`` Ray is started on 127.0.0.1 only (every port it
+opens is on loopback: :func:`_loopback_only`), with no dashboard
 and no usage statistics (``RAY_USAGE_STATS_ENABLED=0`` is set before Ray is imported, and passed
 to every worker), and it is shut down when the run ends. With an address the cluster is someone
 else's: we connect to it and leave it running.
@@ -41,6 +42,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> tuple[Any, bool
     this call connected: False when the caller had already called ``ray.init``, whose cluster is
     then used as it is and left connected). InputError (exit 2) when Ray is missing or the
     cluster cannot be reached."""
+    if not address:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only: see _loopback_only
     ray = import_ray()
     with _lock:
         if ray.is_initialized():
@@ -52,13 +55,39 @@ def connect(address: str | None, num_cpus: int | None = None) -> tuple[Any, bool
                 common.pop("include_dashboard")  # the cluster's own setting; not ours to choose
                 ray.init(address=address, **common)
             else:
-                # "local": always a new private cluster, never one another program started here
-                ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
+                _loopback_only(ray)
+                try:
+                    # "local": always a new private cluster, never one another program started here
+                    ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
+                finally:
+                    _loopback_only(ray, undo=True)
         except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
             where = f"at {address}" if address else "on this machine"
+            hint = ("; a cluster with token authentication (Ray's default) needs RAY_AUTH_MODE=token and its "
+                    "token in ~/.ray/auth_token or RAY_AUTH_TOKEN" if address else "")
             raise InputError(f"--engine ray: cannot {'reach' if address else 'start'} a Ray cluster {where} "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}){hint}") from None
     return ray, True
+
+
+def _loopback_only(ray: Any, undo: bool = False) -> None:
+    """Make a private cluster bind 127.0.0.1 only. Ray replaces a node address of 127.0.0.1 with
+    the machine's outward address (found by a UDP "connect" to 8.8.8.8) and then listens on every
+    interface, unless its cluster mode is off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when
+    Ray is imported; the constant is set too, for a Ray imported before us). Checked with ``ss``:
+    every port of the private cluster is on 127.0.0.1."""
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # a Ray without it: the environment variable alone
+        return
+    if undo:
+        ray_constants.ENABLE_RAY_CLUSTER = _saved.pop("cluster", ray_constants.ENABLE_RAY_CLUSTER)
+    else:
+        _saved["cluster"] = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+_saved: dict[str, bool] = {}
 
 
 def disconnect() -> None:

@@ -48,7 +48,8 @@ from anonymize.config import Options  # noqa: E402
 from anonymize.ffmpeg_tools import ffmpeg_exe  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           RAY_USAGE_STATS_ENABLED="0")
+           RAY_USAGE_STATS_ENABLED="0",
+           RAY_AUTH_MODE="token")
 
 
 def photos(folder: Path, n: int, width: int, seed: int = 0) -> Path:

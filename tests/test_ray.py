@@ -72,6 +72,7 @@ def test_local_ray_same_as_local(mixed, tmp_path, capsys):
         # ray.init(num_cpus=2) here; the run below uses it (and shuts it down when it ends)
         ray_cluster.connect(None, num_cpus=2)
         assert ray.cluster_resources()["CPU"] == 2
+        assert [n["NodeManagerAddress"] for n in ray.nodes()] == ["127.0.0.1"]  # loopback only
         ray_cluster.check_paths([str(mixed)], [str(tmp_path)])  # every node sees these: fine
         with pytest.raises(InputError, match="cannot see .*gone.*shared mount"):  # a path a node cannot see
             ray_cluster.check_paths([str(tmp_path / "gone")], [str(tmp_path)])
@@ -149,7 +150,9 @@ def cluster():
     killing that group: ``ray stop`` would stop every Ray of this user on the machine)."""
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="rayt-", dir="/tmp")  # short: Ray's socket paths must be < 108 chars
-    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0",
+               RAY_AUTH_MODE="token")  # what a user of a token-auth cluster (Ray's default) sets
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # set by our private Ray of the test before
     ray_bin = Path(sys.executable).with_name("ray")
     proc = subprocess.Popen([str(ray_bin), "start", "--head", "--port", str(port), "--num-cpus", "2",
                              "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--include-dashboard=false",
