@@ -24,6 +24,16 @@ from .errors import InputError
 INSTALL_HINT = 'pip install "anonymize-protest[ray]"'
 _NO_TELEMETRY = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
 _lock = threading.Lock()
+#: The environment of a private cluster's processes (not ours: the service's webhooks need the
+#: real one). Ray's dashboard process runs even without the dashboard and, usage statistics off or
+#: not, asks the cloud metadata address (169.254.169.254) and metadata.google.internal (a DNS
+#: lookup) which cloud it runs on. Seen under strace in a network namespace; its HTTP client
+#: (requests) honours these, so those requests go to a closed port on loopback and fail there,
+#: with no lookup; Ray's own gRPC on loopback is exempt (no_proxy).
+_LOOPBACK = "127.0.0.1,localhost,::1"
+_NO_HTTP = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+            "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+            "no_proxy": _LOOPBACK, "NO_PROXY": _LOOPBACK}
 
 
 def import_ray() -> Any:
@@ -56,11 +66,18 @@ def connect(address: str | None, num_cpus: int | None = None) -> tuple[Any, bool
                 ray.init(address=address, **common)
             else:
                 _loopback_only(ray)
+                saved = {k: os.environ.get(k) for k in _NO_HTTP}
+                os.environ.update(_NO_HTTP)  # for Ray's processes started now (see _NO_HTTP)
                 try:
                     # "local": always a new private cluster, never one another program started here
                     ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
                 finally:
                     _loopback_only(ray, undo=True)
+                    for k, v in saved.items():
+                        if v is None:
+                            os.environ.pop(k, None)
+                        else:
+                            os.environ[k] = v
         except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
             where = f"at {address}" if address else "on this machine"
             hint = ("; a cluster with token authentication (Ray's default) needs RAY_AUTH_MODE=token and its "

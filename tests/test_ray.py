@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -217,3 +218,57 @@ def test_cluster_survives_a_killed_worker(mixed, tmp_path, cluster):
     assert {r["status"] for r in recs} == {"done"}
     assert not partials(out) and not partials(out.parent)
     assert "6 done, 0 skipped as already done, 0 failed" in stderr
+
+
+_LOOPBACK_ADDR = re.compile(r'inet_addr\("127\.|inet_pton\(AF_INET6, "(::1|::ffff:127\.)')
+
+
+def outside_findings(trace: str) -> list[str]:
+    """Lines of an strace log (``trace=%network``) that reach past loopback: a connect, bind or
+    send to an IPv4/IPv6 address other than 127.x / ::1, or anything to port 53 (DNS). Ray talks
+    gRPC over loopback TCP, so internet-family sockets themselves are allowed here."""
+    found = []
+    for line in trace.splitlines():
+        if not re.search(r"\b(connect|sendto|sendmsg|sendmmsg|bind)\(", line):
+            continue
+        if "htons(53)" in line:
+            found.append(line)
+        elif re.search(r"sa_family=AF_INET6?\b", line) and not _LOOPBACK_ADDR.search(line):
+            found.append(line)
+    return found
+
+
+def test_outside_findings_parser():
+    assert outside_findings('1 connect(23, {sa_family=AF_INET, sin_port=htons(80), sin_addr=inet_addr("169.254.169.254")}, 16)')
+    assert outside_findings('1 connect(23, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("127.0.0.53")}, 16)')
+    assert not outside_findings('1 connect(5, {sa_family=AF_INET6, sin6_port=htons(4), inet_pton(AF_INET6, "::ffff:127.0.0.1", &a)}')
+    assert not outside_findings('1 bind(5, {sa_family=AF_INET, sin_port=htons(0), sin_addr=inet_addr("127.0.0.1")}, 16)')
+
+
+def test_private_ray_stays_on_loopback(tmp_path, mixed):
+    """A real photo job with --engine ray (a private Ray) in a network namespace with only loopback,
+    under strace -f: every address Ray's processes connect, bind or send to is loopback; no DNS,
+    no cloud-metadata probe (Ray's dashboard process asks 169.254.169.254 unless kept from it)."""
+    from .test_network import _unshare_works
+
+    if shutil.which("strace") is None or shutil.which("ip") is None or not _unshare_works():
+        pytest.skip("needs strace, ip and unshare -n")
+    home = tmp_path / "home"
+    home.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix="rayn-", dir="/tmp"))  # short: Ray's socket paths must be < 108 chars
+    trace = tmp_path / "trace.txt"
+    env = dict(os.environ, HOME=str(home), TMPDIR=str(tmp), PYTHONPATH=str(ROOT))
+    for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "http_proxy", "https_proxy", "no_proxy"):
+        env.pop(k, None)  # what a user's shell has: nothing of ours
+    cmd = (f"ip link set lo up && exec strace -f -qq -e trace=%network -e signal=none -o {trace} "
+           f"{sys.executable} -m anonymize {mixed / 'a.jpg'} -o {tmp_path / 'out'}/ --engine ray --jobs 1 -q")
+    try:
+        proc = subprocess.run(["unshare", "-n", "sh", "-c", cmd], env=env, capture_output=True, text=True,
+                              timeout=400)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "out" / "a.jpg").stat().st_size > 0
+    text = trace.read_text(errors="replace")
+    assert "127.0.0.1" in text  # strace saw Ray's loopback traffic
+    assert outside_findings(text) == []
