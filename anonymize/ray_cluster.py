@@ -22,7 +22,9 @@ from .errors import InputError
 
 #: What ``pip`` needs for ``--engine ray``.
 INSTALL_HINT = 'pip install "anonymize-protest[ray]"'
-_NO_TELEMETRY = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+_NO_TELEMETRY = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+                 # the driver keeps our SIGTERM/SIGHUP handling (Ray's C++ handler would abort it, exit 134)
+                 "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1"}
 _lock = threading.Lock()
 #: The environment of a private cluster's processes (not ours: the service's webhooks need the
 #: real one). Ray's dashboard process runs even without the dashboard and, usage statistics off or
@@ -58,6 +60,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> tuple[Any, bool
     with _lock:
         if ray.is_initialized():
             return ray, False
+        handlers = _signal_handlers()  # ray.init replaces SIGTERM's with sys.exit(15): ours stay
         common = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
                       runtime_env={"env_vars": dict(_NO_TELEMETRY)})
         try:
@@ -84,7 +87,26 @@ def connect(address: str | None, num_cpus: int | None = None) -> tuple[Any, bool
                     "token in ~/.ray/auth_token or RAY_AUTH_TOKEN" if address else "")
             raise InputError(f"--engine ray: cannot {'reach' if address else 'start'} a Ray cluster {where} "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}){hint}") from None
+        _restore(handlers)
     return ray, True
+
+
+def _signal_handlers() -> dict:
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+
+
+def _restore(handlers: dict) -> None:
+    """Put back the signal handlers of before ``ray.init``: SIGTERM, SIGHUP and Ctrl-C must stop a
+    run cleanly (:mod:`anonymize.signals`: tasks cancelled, no temporary file left, summary)."""
+    import signal
+
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 def _loopback_only(ray: Any, undo: bool = False) -> None:

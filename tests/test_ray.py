@@ -137,7 +137,7 @@ def _busy_workers() -> list[int]:
     return pids
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster():
     """A one-node Ray cluster on loopback, in its own process group and temp folder (stopped by
     killing that group: ``ray stop`` would stop every Ray of this user on the machine)."""
@@ -175,6 +175,27 @@ def cluster():
         import shutil
 
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_sigterm_stops_a_ray_run_cleanly(mixed, tmp_path, cluster):
+    """SIGTERM to the driver mid-file: the tasks are cancelled, exit 143 with the summary, as with
+    --engine local (Ray's own SIGTERM handler, sys.exit(15), must not replace ours); nothing partial."""
+    address, env = cluster
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "anonymize", str(mixed), "-o", str(out), "-q", "--engine", "ray",
+                            "--ray-address", address], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    deadline = time.monotonic() + 120
+    while not _busy_workers() and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    assert run.poll() is None, "the run ended before a worker was busy"
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 143, stderr
+    assert "stopped (SIGTERM); no unfinished file was left" in stderr and " done, " in stderr
+    assert not partials(out) and not partials(out.parent)
+    recs = batch.read_manifest(batch.manifest_path(out))
+    assert all(r["status"] == "done" for r in recs) and len(recs) == len({r["input"] for r in recs})
 
 
 def test_cluster_survives_a_killed_worker(mixed, tmp_path, cluster):

@@ -123,11 +123,7 @@ def execute(the_plan: Plan, options: Options, *, jobs: int = 1, report: Path | N
         summary.error = "a worker process died (out of memory?)"
         _stop(eng, todo)
         return _finish(summary, start)
-    except AnonymizeError:
-        _stop(eng, todo)
-        _finish(summary, start)
-        raise
-    except BaseException:
+    except BaseException:  # a setup error (AnonymizeError: exit 2 and the like), or a bug
         _stop(eng, todo)
         _finish(summary, start)
         raise
