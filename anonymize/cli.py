@@ -14,7 +14,8 @@ from pathlib import Path
 
 from . import batch
 from .api import __version__
-from .config import (GROUP_AUDIO, GROUP_IO, GROUP_PERF, GROUPS, TABLE, Option, OptionError, OPTIONS, Options)
+from .config import (GROUP_AUDIO, GROUP_IO, GROUP_PERF, GROUPS, RUN_OPTIONS, RUN_TABLE, TABLE, Option, OptionError,
+                     OPTIONS, Options)
 from .errors import AnonymizeError, InputError
 from .paths import check_writes
 from .signals import Terminated, handle_signals
@@ -132,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
             add_option(groups[row.group], row)
     groups[GROUP_PERF].add_argument("-j", "--jobs", type=int, default=JOBS.default, metavar=JOBS.metavar,
                                     help=_help(JOBS))
+    for row in RUN_TABLE:  # --engine, --ray-address
+        add_option(groups[row.group], row)
     msg = p.add_argument_group("messages")
     msg.add_argument("-v", "--verbose", action="count", default=0, help="say more (-vv: debug messages)")
     msg.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default: warning; -v info, -vv debug)")
@@ -156,9 +159,11 @@ def options_from_args(args: argparse.Namespace) -> Options:
     """The :class:`Options` of the parsed flags; a refused value raises InputError naming its flag."""
     try:
         JOBS.check(args.jobs)
+        for row in RUN_TABLE:
+            row.check(getattr(args, row.name))
         return Options(**{row.name: getattr(args, row.name) for row in TABLE if row.cli})
     except OptionError as exc:
-        flag = OPTIONS[exc.name].flag if exc.name in OPTIONS else JOBS.flag
+        flag = (OPTIONS.get(exc.name) or RUN_OPTIONS.get(exc.name) or JOBS).flag
         raise InputError(f"{flag} {exc.rule} (got {exc.value!r})") from None
 
 
@@ -275,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     with handle_signals():
         try:
             return _main(argv)
-        except Terminated as exc:  # raised outside batch.run, which handles its own
+        except Terminated as exc:  # raised outside the batch's run, which handles its own
             print(f"anonymize: stopped by {exc.name}", file=sys.stderr)
             return exc.exit_code
 
@@ -332,4 +337,7 @@ def _main(argv: list[str] | None = None) -> int:
             the_plan.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             return _fail(InputError(f"{args.output}: cannot create the output folder ({exc.strerror or exc})"))
-    return batch.run(the_plan, options, jobs=args.jobs, report=args.report, quiet=not show_progress(args))
+    from .cli_batch import run_batch
+
+    return run_batch(the_plan, options, jobs=args.jobs, report=args.report, quiet=not show_progress(args),
+                     engine=args.engine, ray_address=args.ray_address)

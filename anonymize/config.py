@@ -268,6 +268,21 @@ TABLE: tuple[Option, ...] = (
 #: The rows by field name.
 OPTIONS: dict[str, Option] = {o.name: o for o in TABLE}
 
+#: Where a run's files are processed (``--engine``, ``--ray-address``). Rows like TABLE's, checked
+#: the same way and shown in the same help group, but not fields of :class:`Options`: they do not
+#: change an output (so not the manifest's settings hash, nor a report's settings) and a service
+#: client cannot pick them per job (``anonymize serve --engine`` does, for the whole service).
+RUN_TABLE: tuple[Option, ...] = (
+    Option("engine", str, "local", "where files are processed: local (this machine's processes) or ray (one "
+           "Ray task per file on a Ray cluster; pip install \"anonymize-protest[ray]\"; every node must see the "
+           "input and output folders on a shared mount)", GROUP_PERF, choices=("local", "ray")),
+    # None: a private Ray started on this machine (loopback only, no dashboard, no usage stats)
+    Option("ray_address", str, None, "with --engine ray: the address of a running Ray cluster (HOST:PORT); "
+           "default: start a private one on this machine with --jobs CPUs", GROUP_PERF, nullable=True,
+           metavar="ADDR"),
+)
+RUN_OPTIONS: dict[str, Option] = {o.name: o for o in RUN_TABLE}
+
 
 def _default(name: str) -> Any:
     return OPTIONS[name].default

@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="callbacks to loopback and private addresses (default: allow when bound to loopback, "
                         "forbid otherwise)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    from anonymize.cli import add_option
+    from anonymize.config import RUN_TABLE
+
+    for row in RUN_TABLE:  # --engine local|ray, --ray-address: the same rows as the batch's
+        add_option(p, row)
     return p
 
 
@@ -114,7 +119,21 @@ def serve_main(argv: list[str]) -> int:
 
     from .app import create_app
 
-    service = Service(settings, keys)
+    executor = None
+    if args.engine == "ray":
+        from anonymize.errors import InputError
+
+        from .executor import RayExecutor
+
+        try:
+            executor = RayExecutor(args.data, address=args.ray_address, local_cpus=args.workers)
+        except InputError as exc:
+            print(f"anonymize serve: error: {exc}", file=sys.stderr)
+            return 2
+    elif args.ray_address:
+        print("anonymize serve: error: --ray-address needs --engine ray", file=sys.stderr)
+        return 2
+    service = Service(settings, keys, executor)
     app = create_app(service)
     # No access log: it would hold client addresses and URLs. uvicorn's own messages stay at warning.
     config = uvicorn.Config(app, host=args.host, port=args.port, access_log=False, log_level="warning",

@@ -1,9 +1,12 @@
-"""Where jobs run, behind one small interface (:class:`Executor`), so another engine (Ray, a
-queue of machines) can take the place of :class:`ProcessExecutor` later.
+"""Where jobs run, behind the one small interface of every engine
+(:class:`anonymize.engine.Executor`: ``submit(job) -> outcome``, here with ``cancel``), the same
+one the folder batch's engines implement.
 
 :class:`ProcessExecutor` runs each job in a fresh worker process on this machine
 (:mod:`anonymize.service.worker`), in its own process group so a cancel also ends its ffmpeg
-children, and killed with the server (the worker asks Linux for it).
+children, and killed with the server (the worker asks Linux for it). :class:`RayExecutor`
+(``anonymize serve --engine ray``) runs each job as one Ray task on a cluster whose nodes all
+see ``--data`` (a shared mount).
 """
 from __future__ import annotations
 
@@ -39,6 +42,8 @@ class JobSpec:
 
 
 class Executor(Protocol):
+    """:class:`anonymize.engine.Executor` of :class:`JobSpec` -> :class:`Outcome`, plus ``cancel``."""
+
     def submit(self, job: JobSpec) -> Outcome:
         """Run ``job`` to its end and return how it ended (blocks the calling thread)."""
 
@@ -46,7 +51,7 @@ class Executor(Protocol):
         """Stop a job that was claimed to run (its submit returns ``cancelled``, also when its
         process has not started yet); False if no process of it runs now."""
 
-    def shutdown(self) -> None:
+    def shutdown(self, graceful: bool = False) -> None:
         """Stop every running job (their submits return ``interrupted``)."""
 
 
@@ -102,7 +107,7 @@ class ProcessExecutor:
         _kill_group(proc.pid)
         return True
 
-    def shutdown(self) -> None:
+    def shutdown(self, graceful: bool = False) -> None:  # noqa: ARG002 - a job restarts from scratch anyway
         with self._lock:
             self._stopping = True
             procs = list(self._running.values())
@@ -112,6 +117,95 @@ class ProcessExecutor:
     def running(self) -> list[str]:
         with self._lock:
             return list(self._running)
+
+
+class RayExecutor:
+    """One Ray task per job (``anonymize serve --engine ray``): the task runs
+    :func:`anonymize.service.worker.run` on the job's folder, on whichever node has a free CPU, so
+    ``--data`` must be on a filesystem every node sees (checked on every node at start). A task
+    whose worker dies is retried by Ray; a cancel kills it."""
+
+    def __init__(self, data: Path, address: str | None = None, local_cpus: int = 1, num_cpus: float = 1.0):
+        from anonymize import ray_cluster
+
+        self.ray, self._owned = ray_cluster.connect(address, num_cpus=local_cpus)
+        ray_cluster.check_paths([str(data)], [str(data)])
+        self.capacity = max(1, int(ray_cluster.cluster_cpus() // num_cpus))
+        self._task = self.ray.remote(num_cpus=num_cpus, max_retries=3, retry_exceptions=False)(_ray_run)
+        self._lock = threading.Lock()
+        self._running: dict[str, object] = {}
+        self._cancelled: set[str] = set()
+        self._stopping = False
+
+    def submit(self, job: JobSpec) -> Outcome:
+        with self._lock:
+            if self._stopping:
+                return Outcome("interrupted")
+            if job.id in self._cancelled:
+                self._cancelled.discard(job.id)
+                return Outcome("cancelled", "cancelled")
+            ref = self._task.remote(str(job.folder))
+            self._running[job.id] = ref
+        try:
+            data = self.ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - cancelled, or its workers kept dying
+            data = {"status": "failed", "error": f"the Ray task ended without a result ({type(exc).__name__})"}
+        finally:
+            with self._lock:
+                self._running.pop(job.id, None)
+                cancelled = job.id in self._cancelled
+                self._cancelled.discard(job.id)
+                stopping = self._stopping
+        if cancelled:
+            return Outcome("cancelled", "cancelled")
+        if stopping and data.get("status") != "succeeded":
+            return Outcome("interrupted")
+        return Outcome(data["status"], data.get("error"), int(data.get("bytes_out") or 0))
+
+    def cancel(self, job_id: str) -> bool:
+        with self._lock:
+            self._cancelled.add(job_id)
+            ref = self._running.get(job_id)
+        if ref is None:
+            return False
+        self.ray.cancel(ref, force=True)
+        return True
+
+    def shutdown(self, graceful: bool = False) -> None:  # noqa: ARG002
+        with self._lock:
+            self._stopping = True
+            refs = list(self._running.values())
+        for ref in refs:
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - already finished
+                pass
+        if self._owned:
+            from anonymize import ray_cluster
+
+            ray_cluster.disconnect()
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return list(self._running)
+
+
+def _ray_run(folder: str) -> dict:
+    """In a Ray worker: one service job, its scratch files in the job's own folder."""
+    import tempfile
+
+    tmp = Path(folder) / "tmp"
+    tmp.mkdir(exist_ok=True)
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(tmp), str(tmp)
+    try:
+        return worker.run(Path(folder))
+    finally:
+        tempfile.tempdir = saved[1]
+        if saved[0] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[0]
 
 
 def _kill_group(pid: int) -> None:

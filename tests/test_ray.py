@@ -1,0 +1,287 @@
+"""``--engine ray`` on real files: a private local Ray gives the same regions as ``--engine local``;
+a loopback cluster started with ``ray start --head`` survives a busy worker killed with SIGKILL
+(exit 0, every file done exactly once in the manifest, no partial file). Skipped without Ray."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from anonymize import batch, ray_cluster  # noqa: E402
+from anonymize.cli import main as cli_main  # noqa: E402
+from anonymize.errors import InputError  # noqa: E402
+
+from .conftest import face_clip  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTIAL = re.compile(r"\.partial")
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory, astronaut_bgr) -> Path:
+    """A nested folder: five small photos (two levels deep) and one short video."""
+    root = tmp_path_factory.mktemp("ray") / "in"
+    small = cv2.resize(astronaut_bgr, (160, 160), interpolation=cv2.INTER_AREA)
+    for i, rel in enumerate(["a.jpg", "b.png", "day1/c.jpg", "day1/d.jpg", "day1/deep/e.jpg"]):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok, data = cv2.imencode(path.suffix, np.roll(small, i * 7, axis=1))
+        assert ok
+        path.write_bytes(data.tobytes())
+    clip = face_clip(tmp_path_factory.mktemp("clip"), "v.mp4", size="192x108", seconds=0.6, audio=False)
+    (root / "day1" / "v.mp4").write_bytes(clip.read_bytes())
+    return root
+
+
+def regions(report: Path) -> dict[str, list]:
+    """Per input (relative to the folder): every frame's regions, as (kind, x, y, w, h) rounded."""
+    data = json.loads(report.read_text())
+    out = {}
+    for f in data["files"]:
+        assert f["status"] == "ok", f
+        rel = Path(f["input"]).as_posix().split("/in/", 1)[1]
+        out[rel] = [[(r["kind"], round(r["x"], 1), round(r["y"], 1), round(r["w"], 1), round(r["h"], 1))
+                     for r in fr["regions"]] for fr in f["frames"]]
+    return out
+
+
+def partials(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if PARTIAL.search(p.name)]
+
+
+def test_local_ray_same_as_local(mixed, tmp_path, capsys):
+    """A private Ray on this machine (num_cpus=2): same outputs, same regions, same summary as
+    --engine local; a path a node cannot see is refused by the check every node runs."""
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    assert cli_main([str(mixed), "-o", str(local), "-q", "--report", str(tmp_path / "l.json")]) == 0
+    err_local = capsys.readouterr().err
+    try:
+        # ray.init(num_cpus=2) here; the run below uses it (and shuts it down when it ends)
+        ray_cluster.connect(None, num_cpus=2)
+        assert ray.cluster_resources()["CPU"] == 2
+        assert [n["NodeManagerAddress"] for n in ray.nodes()] == ["127.0.0.1"]  # loopback only
+        ray_cluster.check_paths([str(mixed)], [str(tmp_path)])  # every node sees these: fine
+        with pytest.raises(InputError, match="cannot see .*gone.*shared mount"):  # a path a node cannot see
+            ray_cluster.check_paths([str(tmp_path / "gone")], [str(tmp_path)])
+        assert cli_main([str(mixed), "-o", str(on_ray), "-q", "--engine", "ray", "--jobs", "2",
+                         "--report", str(tmp_path / "r.json")]) == 0
+        err_ray = capsys.readouterr().err
+        assert ray.is_initialized()  # the caller's ray.init stays the caller's
+        want = regions(tmp_path / "l.json")
+        assert len(want) == 6 and sum(len(v) for v in want.values()) > 6  # the video has several frames
+        assert regions(tmp_path / "r.json") == want
+        assert json.loads((tmp_path / "r.json").read_text())["models"]  # the workers' models are named
+        summary = [ln for ln in err_ray.splitlines() if " done, " in ln]
+        assert summary and summary[0].split(", ")[:4] == \
+            [ln for ln in err_local.splitlines() if " done, " in ln][0].split(", ")[:4]
+        files = sorted(p.relative_to(on_ray).as_posix() for p in on_ray.rglob("*") if p.is_file())
+        assert files == sorted(want)
+        recs = batch.read_manifest(batch.manifest_path(on_ray))
+        assert sorted(r["input"] for r in recs) == sorted(want) and {r["status"] for r in recs} == {"done"}
+        # the service's RayExecutor (anonymize serve --engine ray) runs an upload's job on the same Ray
+        from anonymize.service.executor import JobSpec, RayExecutor
+
+        job = tmp_path / "data" / "jobs" / "j1"
+        job.mkdir(parents=True)
+        (job / "upload.jpg").write_bytes((mixed / "a.jpg").read_bytes())
+        (job / "spec.json").write_text(json.dumps({"upload": "upload.jpg", "ext": ".jpg", "kind": "photo",
+                                                   "options": {"mask": "solid"}}))
+        executor = RayExecutor(tmp_path / "data")
+        outcome = executor.submit(JobSpec("j1", job))
+        assert outcome.status == "succeeded", outcome
+        assert (job / "output.jpg").stat().st_size == outcome.bytes_out > 0
+        assert json.loads((job / "report.json").read_text())["files"][0]["region_count"] > 0
+        executor.shutdown()
+        assert ray.is_initialized()  # not the executor's to stop
+        ray.shutdown()
+        # a rerun (its own private Ray, shut down when it ends) skips everything, as with --engine local
+        assert cli_main([str(mixed), "-o", str(on_ray), "-q", "--engine", "ray", "--jobs", "2"]) == 0
+        assert "0 done, 6 skipped as already done" in capsys.readouterr().err
+        assert not ray.is_initialized()
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _busy_workers() -> list[int]:
+    """Ray worker processes running a file now (Ray titles them ``ray::_ray_job`` while they do)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith(b"ray::_ray_job"):
+                pids.append(int(d.name))
+    return pids
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A one-node Ray cluster on loopback, in its own process group and temp folder (stopped by
+    killing that group: ``ray stop`` would stop every Ray of this user on the machine)."""
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="rayt-", dir="/tmp")  # short: Ray's socket paths must be < 108 chars
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0",
+               RAY_AUTH_MODE="token")  # what a user of a token-auth cluster (Ray's default) sets
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # set by our private Ray of the test before
+    ray_bin = Path(sys.executable).with_name("ray")
+    proc = subprocess.Popen([str(ray_bin), "start", "--head", "--port", str(port), "--num-cpus", "2",
+                             "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--include-dashboard=false",
+                             "--temp-dir", temp, "--block"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, "ray start exited"
+            time.sleep(0.5)
+        else:
+            pytest.fail("the Ray head did not start within 90 s")
+        yield f"127.0.0.1:{port}", env
+    finally:
+        for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(wait_s)
+            except subprocess.TimeoutExpired:
+                continue
+        import shutil
+
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_sigterm_stops_a_ray_run_cleanly(mixed, tmp_path, cluster):
+    """SIGTERM to the driver mid-file: the tasks are cancelled, exit 143 with the summary, as with
+    --engine local (Ray's own SIGTERM handler, sys.exit(15), must not replace ours); nothing partial."""
+    address, env = cluster
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "anonymize", str(mixed), "-o", str(out), "-q", "--engine", "ray",
+                            "--ray-address", address], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    deadline = time.monotonic() + 120
+    while not _busy_workers() and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    assert run.poll() is None, "the run ended before a worker was busy"
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 143, stderr
+    assert "stopped (SIGTERM); no unfinished file was left" in stderr and " done, " in stderr
+    assert not partials(out) and not partials(out.parent)
+    recs = batch.read_manifest(batch.manifest_path(out))
+    assert all(r["status"] == "done" for r in recs) and len(recs) == len({r["input"] for r in recs})
+
+
+def test_cluster_survives_a_killed_worker(mixed, tmp_path, cluster):
+    """--ray-address of a loopback cluster; a busy worker SIGKILLed mid-file: its task is retried,
+    the run ends with exit 0, every file is done exactly once in the manifest, nothing partial."""
+    address, env = cluster
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "anonymize", str(mixed), "-o", str(out), "-q", "--engine", "ray",
+           "--ray-address", address]
+    run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 120
+    seen: dict[int, float] = {}
+    while killed is None and time.monotonic() < deadline and run.poll() is None:
+        now = time.monotonic()
+        for pid in _busy_workers():
+            seen.setdefault(pid, now)
+            if now - seen[pid] >= 0.3:  # busy for a while: inside a file (models loading or masking)
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+                break
+        time.sleep(0.05)
+    try:
+        stdout, stderr = run.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        raise
+    assert killed is not None, "no busy Ray worker was seen"
+    assert run.returncode == 0, stderr
+    recs = batch.read_manifest(batch.manifest_path(out))
+    inputs = [r["input"] for r in recs]
+    assert sorted(inputs) == sorted(set(inputs)) and len(inputs) == 6, inputs  # each file once
+    assert {r["status"] for r in recs} == {"done"}
+    assert not partials(out) and not partials(out.parent)
+    assert "6 done, 0 skipped as already done, 0 failed" in stderr
+
+
+_LOOPBACK_ADDR = re.compile(r'inet_addr\("127\.|inet_pton\(AF_INET6, "(::1|::ffff:127\.)')
+
+
+def outside_findings(trace: str) -> list[str]:
+    """Lines of an strace log (``trace=%network``) that reach past loopback: a connect, bind or
+    send to an IPv4/IPv6 address other than 127.x / ::1, or anything to port 53 (DNS). Ray talks
+    gRPC over loopback TCP, so internet-family sockets themselves are allowed here."""
+    found = []
+    for line in trace.splitlines():
+        if not re.search(r"\b(connect|sendto|sendmsg|sendmmsg|bind)\(", line):
+            continue
+        if "htons(53)" in line:
+            found.append(line)
+        elif re.search(r"sa_family=AF_INET6?\b", line) and not _LOOPBACK_ADDR.search(line):
+            found.append(line)
+    return found
+
+
+def test_outside_findings_parser():
+    assert outside_findings('1 connect(23, {sa_family=AF_INET, sin_port=htons(80), sin_addr=inet_addr("169.254.169.254")}, 16)')
+    assert outside_findings('1 connect(23, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("127.0.0.53")}, 16)')
+    assert not outside_findings('1 connect(5, {sa_family=AF_INET6, sin6_port=htons(4), inet_pton(AF_INET6, "::ffff:127.0.0.1", &a)}')
+    assert not outside_findings('1 bind(5, {sa_family=AF_INET, sin_port=htons(0), sin_addr=inet_addr("127.0.0.1")}, 16)')
+
+
+def test_private_ray_stays_on_loopback(tmp_path, mixed):
+    """A real photo job with --engine ray (a private Ray) in a network namespace with only loopback,
+    under strace -f: every address Ray's processes connect, bind or send to is loopback; no DNS,
+    no cloud-metadata probe (Ray's dashboard process asks 169.254.169.254 unless kept from it)."""
+    from .test_network import _unshare_works
+
+    if shutil.which("strace") is None or shutil.which("ip") is None or not _unshare_works():
+        pytest.skip("needs strace, ip and unshare -n")
+    home = tmp_path / "home"
+    home.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix="rayn-", dir="/tmp"))  # short: Ray's socket paths must be < 108 chars
+    trace = tmp_path / "trace.txt"
+    env = dict(os.environ, HOME=str(home), TMPDIR=str(tmp), PYTHONPATH=str(ROOT))
+    for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "http_proxy", "https_proxy", "no_proxy"):
+        env.pop(k, None)  # what a user's shell has: nothing of ours
+    cmd = (f"ip link set lo up && exec strace -f -qq -e trace=%network -e signal=none -o {trace} "
+           f"{sys.executable} -m anonymize {mixed / 'a.jpg'} -o {tmp_path / 'out'}/ --engine ray --jobs 1 -q")
+    try:
+        proc = subprocess.run(["unshare", "-n", "sh", "-c", cmd], env=env, capture_output=True, text=True,
+                              timeout=400)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "out" / "a.jpg").stat().st_size > 0
+    text = trace.read_text(errors="replace")
+    assert "127.0.0.1" in text  # strace saw Ray's loopback traffic
+    assert outside_findings(text) == []
