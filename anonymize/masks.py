@@ -173,6 +173,7 @@ class MaskNoise:
         self.rng = np.random.default_rng(seed)
         self._entropy = np.random.SeedSequence(seed).entropy
         self._tracks: dict[tuple[int, int], np.ndarray] = {}
+        self._tracks3: dict[tuple[int, int, int, int], np.ndarray] = {}
 
     def cells(self, track_id: int, ny: int, nx: int, amplitude: int) -> np.ndarray:
         """(ny, nx, 1) int16 offsets in ``[-amplitude, amplitude]``."""
@@ -186,6 +187,20 @@ class MaskNoise:
             noise = rng.integers(-amplitude, amplitude + 1, size=(MAX_CELLS, MAX_CELLS, 1), dtype=np.int16)
             self._tracks[(track_id, amplitude)] = noise
         return noise[:ny, :nx]
+
+    def cells3(self, track_id: int, ny: int, nx: int, amplitude: int) -> np.ndarray:
+        """:meth:`cells` on all three channels: a C-contiguous (ny, nx, 3) int16 array (what the
+        cell masks add to their grid; kept per track and grid size, as it is the same every frame)."""
+        if track_id < 0:
+            return np.repeat(self.cells(track_id, ny, nx, amplitude), 3, axis=2)
+        key = (track_id, amplitude, ny, nx)
+        noise = self._tracks3.get(key)
+        if noise is None:
+            if len(self._tracks3) >= 16384:  # bound memory on very long videos
+                self._tracks3.clear()
+            noise = np.repeat(self.cells(track_id, ny, nx, amplitude), 3, axis=2)
+            self._tracks3[key] = noise
+        return noise
 
 
 def _pixel_window(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
@@ -297,12 +312,13 @@ class _CellMask(MaskStyle):
         h, w = crop.shape[:2]
         nx = min(self.cells, max(1, w // MIN_CELL_PX))
         ny = min(self.cells, max(1, h // MIN_CELL_PX))
-        grid = cv2.resize(crop, (nx, ny), interpolation=cv2.INTER_AREA).astype(np.int16)
+        grid = cv2.resize(crop, (nx, ny), interpolation=cv2.INTER_AREA).reshape(ny, nx, 3)
         if self.noise:
             # One offset per cell, the same on all channels: brightness jitter, not colour speckle.
-            grid += noise.cells(track_id, ny, nx, self.noise)
-        # np.maximum/np.minimum in place: the same as np.clip, without its wrapper's overhead on a tiny array
-        return np.minimum(np.maximum(grid, 0, out=grid), 255, out=grid).astype(np.uint8).reshape(ny, nx, 3)
+            # OpenCV's saturating add of the int16 offsets is exactly clip(grid + offsets, 0, 255),
+            # in one call instead of numpy's five (tests/test_draw_unchanged.py checks it).
+            grid = cv2.add(grid, noise.cells3(track_id, ny, nx, self.noise), dtype=cv2.CV_8U).reshape(ny, nx, 3)
+        return grid
 
 
 class PixelateMask(_CellMask):

@@ -8,6 +8,7 @@ for the output); odd sizes are padded by one black row/column because 4:2:0 H.26
 from __future__ import annotations
 
 import collections
+import fcntl
 import re
 import subprocess
 import threading
@@ -39,6 +40,20 @@ class Frame:
     index: int
     pts: float
     image: np.ndarray
+
+
+#: Pipe buffer asked for on the raw-frame pipes (Linux's default is 64 KiB: a 1080p frame would
+#: cross it in ~100 writes and as many wake-ups of the reader; 1 MiB is the unprivileged maximum).
+PIPE_BYTES = 1 << 20
+
+
+def widen_pipe(stream) -> None:
+    """Ask for a :data:`PIPE_BYTES` buffer on a pipe (a hint: where the system refuses, the
+    pipe keeps its size; only speed depends on it)."""
+    try:
+        fcntl.fcntl(stream.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 class _StderrTail:
@@ -94,6 +109,7 @@ class VideoDecoder:
         """Yield frames in presentation order; raise DecodeError if ffmpeg fails at any point."""
         proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 bufsize=1 << 20)
+        widen_pipe(proc.stdout)
         err = _StderrTail(proc.stderr)
         reader = MkvFrameReader(proc.stdout)
         index = 0
@@ -280,6 +296,7 @@ class VideoEncoder:
     def __enter__(self) -> "VideoEncoder":
         self._proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, bufsize=1 << 20)
+        widen_pipe(self._proc.stdin)
         self._err = _StderrTail(self._proc.stderr)
         try:
             self._writer = MkvFrameWriter(self._proc.stdin, self.width, self.height)
