@@ -243,6 +243,10 @@ TABLE: tuple[Option, ...] = (
     # leaks at 36.9 %). Photos: no margin (the photo detector fuses several passes).
     Option("video_margin", float, 0.0085, "grow every face mask by this share of the frame's shorter side per "
            "side (6 px at 720p; boxes jitter between frames); 0 = off", GROUP_VIDEO, min=0, max=0.2),
+    # Measured on the tune part of bench/recall.py video --part tune (see anonymize/relook.py).
+    Option("second_look", bool, True, "look again, on a small upscaled window at a lower threshold, for a "
+           "face in the frames before its first detection and in a frame where its track was missed",
+           GROUP_VIDEO),
     Option("hold_before", float, 0.3, "seconds masked before a face's first detection", GROUP_VIDEO,
            min=0, max=10, metavar="S"),
     Option("hold_after", float, 0.5, "seconds masked after a face's last detection", GROUP_VIDEO,
@@ -292,6 +296,7 @@ class Options:
     edge_reach: float = _default("edge_reach")
     video_margin: float = _default("video_margin")
     edge_detect: float = _default("edge_detect")
+    second_look: bool = _default("second_look")
     hold_before: float = _default("hold_before")
     hold_after: float = _default("hold_after")
     max_gap: float = _default("max_gap")

@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import InputError
 from .regions import Regions
+from .relook import SecondLook
 from .schedule import DetectionSchedule, SceneCuts
 from .track import Tracker, TrackerSettings
 from .video import Frame
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from .config import Options
     from .pipeline import Engine
     from .plan import PlanFile
+
+
+#: The second look's score threshold, as a share of ``Options.threshold``: a face is expected there.
+RELOOK_THRESHOLD = 0.5
 
 
 class RegionSource(Protocol):
@@ -43,8 +48,18 @@ class LiveRegions:
         self.settings = replace(settings, max_gap=max(settings.max_gap, 2 * every),
                                 hold_after=max(settings.hold_after, every))
 
+    def second_look(self):
+        """The tracker's second look (:mod:`.relook`), or None when off or the face detector has
+        no single-pass ``boxes_at`` to run on a crop."""
+        det = self.engine.detector
+        if not self.options.second_look or det is None or not hasattr(det, "boxes_at"):
+            return None
+        look = SecondLook(det, threshold=RELOOK_THRESHOLD * self.options.threshold,
+                          pad=self.options.pad / self.options.detect_scale)
+        return lambda frame, box: look.look(frame.image, box)
+
     def regions(self, frames: Iterator[Frame]) -> Iterator[tuple[Frame, Regions]]:
-        tracker: Tracker[Frame] = Tracker(self.settings)
+        tracker: Tracker[Frame] = Tracker(self.settings, second_look=self.second_look())
         cuts = SceneCuts()
         schedule = DetectionSchedule(self.options.detect_every)
         marks = DetectionSchedule(self.options.marks_every)

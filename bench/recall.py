@@ -643,6 +643,24 @@ def option_overrides(p: argparse.ArgumentParser) -> list[tuple[str, str]]:
     return pairs
 
 
+def patch_tracker(fields: dict[str, str]) -> None:
+    """``--tracker``: every live run's TrackerSettings get these fields (numbers as in the class)."""
+    from dataclasses import replace
+
+    from anonymize import regions_source
+    from anonymize.track import TrackerSettings
+
+    types = {f.name: f.type for f in dataclasses.fields(TrackerSettings)}
+    values = {k: (float(v) if "float" in str(types[k]) else int(v)) for k, v in fields.items()}
+    init = regions_source.LiveRegions.__init__
+
+    def patched(self, *a, **kw):
+        init(self, *a, **kw)
+        self.settings = replace(self.settings, **values)
+
+    regions_source.LiveRegions.__init__ = patched
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=("photos", "video", "masked", "all"))
@@ -654,6 +672,8 @@ def main() -> None:
     p.add_argument("--clips-limit", type=int, default=None, help="video --part: only the first N clips")
     p.add_argument("--no-encode", action="store_true", help="video, ours: detect only (the same regions, "
                    "no encoder; seconds then leave the encoder out)")
+    p.add_argument("--tracker", action="append", default=[], metavar="FIELD=VALUE", help="video, ours: "
+                   "override a TrackerSettings field (anonymize/track.py) for tuning, e.g. look_back=0")
     p.add_argument("--cache-detections", action="store_true", help="video, ours: record / replay the "
                    "detector's full-frame results per clip (tuning what follows detection)")
     p.add_argument("--tool", choices=("ours", "deface", "both"), default="both")
@@ -662,6 +682,8 @@ def main() -> None:
     args = p.parse_args()
     load_metric()
     overrides = {name: getattr(args, dest) for name, dest in pairs if getattr(args, dest) is not None}
+    if args.tracker:
+        patch_tracker(dict(kv.split("=", 1) for kv in args.tracker))
     tools = make_tools(args, overrides)
     for t in tools:
         if isinstance(t, Ours):
