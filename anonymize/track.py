@@ -40,6 +40,9 @@ class _Track:
     hits: list[tuple[int, np.ndarray, float]] = field(default_factory=list)
     # Frames of the hits that jumped (see :func:`_jumped`) and are not yet released.
     jumps: list[int] = field(default_factory=list)
+    # (frame, pixels) of recent box jitter: how far a hit's edges were from the straight line
+    # through its neighbours (see :meth:`Tracker._note_jitter`), kept for ``JITTER_SPAN`` frames.
+    jitter: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def last(self) -> tuple[int, np.ndarray, float]:
@@ -77,6 +80,10 @@ class TrackerSettings:
     #: A track missed in a frame is looked for there only once it has this many hits: new tracks
     #: flicker (small faces, stray detections), and looking after each cost more than it found.
     look_missed_hits: int = 3
+    #: Face boxes of a track grow on every side by this many times its recent jitter (the mean
+    #: distance of its box edges from the line through their neighbours' over the frames around):
+    #: a box that jumps about by a few pixels leaves the face's rim out in some frames.
+    jitter_growth: float = 0.0
 
     @classmethod
     def from_seconds(cls, fps: float, hold_before: float, hold_after: float, max_gap: float) -> "TrackerSettings":
@@ -136,6 +143,8 @@ class Tracker(Generic[T]):
                     if _jumped(dets.boxes[r], preds[c], live[c].last[1]):
                         live[c].jumps.append(frame)
                     live[c].hits.append((frame, dets.boxes[r].copy(), float(dets.scores[r])))
+                    if self.s.jitter_growth > 0:
+                        _note_jitter(live[c])
         by_id = {t.id: t for t in self._tracks}
         for r in np.flatnonzero(ids < 0):
             track = _Track(self._next_id, str(dets.kinds[r]), [(frame, dets.boxes[r].copy(), float(dets.scores[r]))])
@@ -212,7 +221,25 @@ class Tracker(Generic[T]):
                 t.hits.pop(0)
         extra = Regions(np.array(boxes, np.float32).reshape(-1, 4), scores, np.array(kinds, object),
                         ids, np.array(sources, object)) if boxes else Regions.empty()
-        return item, Regions.merge([detected, extra])
+        out = Regions.merge([detected, extra])
+        if self.s.jitter_growth > 0 and len(out):
+            out = self._grow_by_jitter(out, frame)
+        return item, out
+
+    def _grow_by_jitter(self, regions: Regions, frame: int) -> Regions:
+        """Each face track's boxes grown by ``jitter_growth`` times its jitter around ``frame``."""
+        by_id = {t.id: t for t in self._tracks}
+        pad = np.zeros(len(regions), np.float32)
+        for i, (tid, kind) in enumerate(zip(regions.track_ids.tolist(), regions.kinds)):
+            t = by_id.get(tid)
+            if t is None or kind != "face":
+                continue
+            near = [j for f, j in t.jitter if abs(f - frame) <= JITTER_SPAN]
+            if near:
+                pad[i] = self.s.jitter_growth * float(np.mean(near))
+        if not pad.any():
+            return regions
+        return regions.with_(boxes=regions.boxes + pad[:, None] * np.array([-1, -1, 1, 1], np.float32))
 
     def _jump_boxes(self, t: _Track, frame: int) -> list[tuple[np.ndarray, str, float]]:
         """Boxes after each of ``t``'s coming jumps, held back to ``frame`` (see :class:`_Track`).
@@ -269,6 +296,23 @@ class Tracker(Generic[T]):
             grow = self.s.growth * (frame - f0)
             return [(_grow(b0, grow), "held", s0), (_grow(moved, grow), "held", s0)]
         return []
+
+
+#: Jitter is averaged over the hits within this many frames of the frame released.
+JITTER_SPAN = 8
+
+
+def _note_jitter(t: _Track) -> None:
+    """Record the jitter of ``t``'s second-last hit: the mean distance of its four edges from the
+    straight line through the hits before and after it (0 for a box moving smoothly)."""
+    t.jitter = [(f, j) for f, j in t.jitter if f >= t.last[0] - 2 * JITTER_SPAN]
+    if len(t.hits) < 3:
+        return
+    (f0, b0, _), (f1, b1, _), (f2, b2, _) = t.hits[-3:]
+    if f2 - f0 > JITTER_SPAN:
+        return
+    line = b0 + (b2 - b0) * ((f1 - f0) / max(f2 - f0, 1))
+    t.jitter.append((f1, float(np.abs(b1 - line).mean())))
 
 
 def _jumped(box: np.ndarray, predicted: np.ndarray, last: np.ndarray) -> bool:
