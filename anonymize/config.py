@@ -244,7 +244,13 @@ TABLE: tuple[Option, ...] = (
     Option("video_margin", float, 0.0085, "grow every face mask by this share of the frame's shorter side per "
            "side (6 px at 720p; boxes jitter between frames); 0 = off", GROUP_VIDEO, min=0, max=0.2),
     # Measured on the tune part of bench/recall.py video --part tune (see anonymize/relook.py).
-    Option("second_look", bool, True, "look again, on a small upscaled window at a lower threshold, for a "
+    # A face cut by the frame edge that no track knew before (a big face swept in by a pan or a
+    # zoom out) is missed by the full-frame pass; one more pass on the frame shrunk by this
+    # factor and reflected at its edges finds it whole (anonymize/regions_source.py, EdgePass).
+    Option("edge_pass", float, 0.25, "video: also detect on the frame resized by this factor and reflected "
+           "at its edges, keeping faces it finds cut by the edge (big faces entering); 0 = off",
+           GROUP_VIDEO, min=0, max=1, off=0),
+    Option("second_look", bool, False, "look again, on a small upscaled window at a lower threshold, for a "
            "face in the frames before its first detection and in a frame where its track was missed",
            GROUP_VIDEO),
     Option("hold_before", float, 0.3, "seconds masked before a face's first detection", GROUP_VIDEO,
@@ -296,6 +302,7 @@ class Options:
     edge_reach: float = _default("edge_reach")
     video_margin: float = _default("video_margin")
     edge_detect: float = _default("edge_detect")
+    edge_pass: float = _default("edge_pass")
     second_look: bool = _default("second_look")
     hold_before: float = _default("hold_before")
     hold_after: float = _default("hold_after")
