@@ -243,7 +243,10 @@ TABLE: tuple[Option, ...] = (
     # leaks at 36.9 %). Photos: no margin (the photo detector fuses several passes).
     Option("video_margin", float, 0.0085, "grow every face mask by this share of the frame's shorter side per "
            "side (6 px at 720p; boxes jitter between frames); 0 = off", GROUP_VIDEO, min=0, max=0.2),
-    # Measured on the tune part of bench/recall.py video --part tune (see anonymize/relook.py).
+    # Off: on bench/recall.py video --part tune it found late faces in the frames before them
+    # and missed frames, but leaked 7 tracks of 192 instead of 4 (in crowds moving a face width
+    # per frame its lower threshold links a track to a neighbour), frame masked outside faces
+    # 12.7 -> 13.5 %, and it costs ~60 ms per 720p frame here. See anonymize/relook.py.
     # A face cut by the frame edge that no track knew before (a big face swept in by a pan or a
     # zoom out) is missed by the full-frame pass; one more pass on the frame shrunk by this
     # factor and reflected at its edges finds it whole (anonymize/regions_source.py, EdgePass).

@@ -55,7 +55,8 @@ class LiveRegions:
             return None
         from .detectors import create as create_detector
 
-        det = create_detector(o.detector, threshold=o.threshold, scale=o.detect_scale * o.edge_pass,
+        det = create_detector(o.detector, threshold=max(o.threshold, EDGE_PASS_THRESHOLD),
+                              scale=o.detect_scale * o.edge_pass,
                               threads=o.threads, pad=o.pad, edge=EDGE_PASS_BORDER)
         return EdgePass(det, min_height=EDGE_PASS_MIN_PX)
 
@@ -89,8 +90,11 @@ class LiveRegions:
 
 #: The edge pass reflects its (shrunk) input by this many pixels per side.
 EDGE_PASS_BORDER = 32
-#: ... and keeps faces at least this tall (frame pixels): smaller cut faces the full pass finds.
-EDGE_PASS_MIN_PX = 48.0
+#: ... at this score threshold at least: it is for big faces, which score high, and each stray
+#: box it keeps is masked (and tracked) like a face.
+EDGE_PASS_THRESHOLD = 0.4
+#: ... and keeps faces at least this wide or tall (frame pixels): smaller cut faces the full pass finds.
+EDGE_PASS_MIN_PX = 64.0
 
 
 class EdgePass:
@@ -115,7 +119,7 @@ class EdgePass:
             return detections
         b = found.boxes
         touch = (b[:, 0] <= 1) | (b[:, 1] <= 1) | (b[:, 2] >= w - 1) | (b[:, 3] >= h - 1)
-        keep = touch & (found.heights >= self.min_height)
+        keep = touch & (np.maximum(found.widths, found.heights) >= self.min_height)  # cut: one side is short
         faces = detections.boxes[detections.kinds == "face"]
         if keep.any() and len(faces):
             keep &= (iou_matrix(b, faces) < 0.3).all(axis=1)

@@ -75,3 +75,22 @@ def test_second_look_finds_a_face_cut_by_the_frame_edge(astronaut_bgr):
     assert found is not None
     box, _ = found
     assert box[3] <= 480 and box[1] < visible[0][3] - 10  # inside the frame, over the visible part
+
+
+def test_edge_pass_adds_a_big_face_cut_by_the_edge_once(astronaut_bgr):
+    from anonymize.detectors.centerface import CenterFace
+    from anonymize.regions import Regions
+    from anonymize.regions_source import EdgePass
+
+    frame, visible = _cut_at_bottom(astronaut_bgr, 0.45)
+    edge = EdgePass(CenterFace(threshold=0.1, scale=0.5, threads=1, edge=32), min_height=48)
+    added = edge.add(frame, Regions.empty())
+    assert len(added) == 1 and added.boxes[0, 3] >= 479  # touches the bottom edge
+    from anonymize.regions import iou_matrix
+    assert iou_matrix(added.boxes, visible)[0, 0] > 0.4
+    # a detection already over it: nothing added twice
+    assert len(edge.add(frame, Regions(visible))) == 1
+    # a whole face away from the edges is the full pass's business
+    whole = np.full((720, 1280, 3), 90, np.uint8)
+    whole[100:612, 400:912] = astronaut_bgr
+    assert len(edge.add(whole, Regions.empty())) == 0
