@@ -243,6 +243,23 @@ TABLE: tuple[Option, ...] = (
     # leaks at 36.9 %). Photos: no margin (the photo detector fuses several passes).
     Option("video_margin", float, 0.0085, "grow every face mask by this share of the frame's shorter side per "
            "side (6 px at 720p; boxes jitter between frames); 0 = off", GROUP_VIDEO, min=0, max=0.2),
+    # Off: on bench/recall.py video --part tune it found late faces in the frames before them
+    # and missed frames, but leaked 7 tracks of 192 instead of 4 (in crowds moving a face width
+    # per frame its lower threshold links a track to a neighbour), frame masked outside faces
+    # 12.7 -> 13.5 %, and it costs ~60 ms per 720p frame here. See anonymize/relook.py.
+    # A face cut by the frame edge that no track knew before (a big face swept in by a pan or a
+    # zoom out) is missed by the full-frame pass; one more pass on the frame shrunk by this
+    # factor and reflected at its edges finds it whole (anonymize/regions_source.py, EdgePass).
+    # bench/recall.py video --part tune (with jitter growth 1): faces cut by the edge 99.6 -> 100 %
+    # masked (a 150-185 px face entering at the bottom, 2 % covered, found), face-frames >= 32 px
+    # unmasked in counted tracks 22 -> 19, frame masked outside faces 14.2 -> 14.6 %; at the
+    # full-frame threshold (0.1) instead of 0.4 it masked 18.2 % (stray boxes at the edges).
+    Option("edge_pass", float, 0.25, "video: also detect on the frame resized by this factor and reflected "
+           "at its edges, keeping faces it finds cut by the edge (big faces entering); 0 = off",
+           GROUP_VIDEO, min=0, max=1, off=0),
+    Option("second_look", bool, False, "look again, on a small upscaled window at a lower threshold, for a "
+           "face in the frames before its first detection and in a frame where its track was missed",
+           GROUP_VIDEO),
     Option("hold_before", float, 0.3, "seconds masked before a face's first detection", GROUP_VIDEO,
            min=0, max=10, metavar="S"),
     Option("hold_after", float, 0.5, "seconds masked after a face's last detection", GROUP_VIDEO,
@@ -307,6 +324,8 @@ class Options:
     edge_reach: float = _default("edge_reach")
     video_margin: float = _default("video_margin")
     edge_detect: float = _default("edge_detect")
+    edge_pass: float = _default("edge_pass")
+    second_look: bool = _default("second_look")
     hold_before: float = _default("hold_before")
     hold_after: float = _default("hold_after")
     max_gap: float = _default("max_gap")

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Iterator, Protocol
 import numpy as np
 
 from .errors import InputError
-from .regions import Regions
+from .regions import Regions, iou_matrix
+from .relook import SecondLook
 from .schedule import DetectionSchedule, SceneCuts
 from .track import Tracker, TrackerSettings
 from .video import Frame
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from .config import Options
     from .pipeline import Engine
     from .plan import PlanFile
+
+
+#: The second look's score threshold, as a share of ``Options.threshold``: a face is expected there.
+RELOOK_THRESHOLD = 0.5
 
 
 class RegionSource(Protocol):
@@ -43,18 +48,82 @@ class LiveRegions:
         self.settings = replace(settings, max_gap=max(settings.max_gap, 2 * every),
                                 hold_after=max(settings.hold_after, every))
 
+    def edge_pass(self) -> "EdgePass | None":
+        """The extra pass for faces cut by the frame edge, or None (off, or no face detector)."""
+        o = self.options
+        if o.edge_pass <= 0 or self.engine.detector is None:
+            return None
+        from .detectors import create as create_detector
+
+        det = create_detector(o.detector, threshold=max(o.threshold, EDGE_PASS_THRESHOLD),
+                              scale=o.detect_scale * o.edge_pass,
+                              threads=o.threads, pad=o.pad, edge=EDGE_PASS_BORDER)
+        return EdgePass(det, min_height=EDGE_PASS_MIN_PX)
+
+    def second_look(self):
+        """The tracker's second look (:mod:`.relook`), or None when off or the face detector has
+        no single-pass ``boxes_at`` to run on a crop."""
+        det = self.engine.detector
+        if not self.options.second_look or det is None or not hasattr(det, "boxes_at"):
+            return None
+        look = SecondLook(det, threshold=RELOOK_THRESHOLD * self.options.threshold,
+                          pad=self.options.pad / self.options.detect_scale)
+        return lambda frame, box: look.look(frame.image, box)
+
     def regions(self, frames: Iterator[Frame]) -> Iterator[tuple[Frame, Regions]]:
-        tracker: Tracker[Frame] = Tracker(self.settings)
+        tracker: Tracker[Frame] = Tracker(self.settings, second_look=self.second_look())
+        edges = self.edge_pass()
         cuts = SceneCuts()
         schedule = DetectionSchedule(self.options.detect_every)
         marks = DetectionSchedule(self.options.marks_every)
         engine = self.engine
         for frame in frames:
             cut = cuts(frame.image)  # once per frame, for both schedules
-            detections = engine.detect(frame.image, full=schedule.tick(cut),
+            full = schedule.tick(cut)
+            detections = engine.detect(frame.image, full=full,
                                        marks=bool(engine.mark_detectors) and marks.tick(cut))
+            if edges is not None and full:
+                detections = edges.add(frame.image, detections)
             yield from tracker.push(frame, detections)
         yield from tracker.flush()
+
+
+#: The edge pass reflects its (shrunk) input by this many pixels per side.
+EDGE_PASS_BORDER = 32
+#: ... at this score threshold at least: it is for big faces, which score high, and each stray
+#: box it keeps is masked (and tracked) like a face.
+EDGE_PASS_THRESHOLD = 0.4
+#: ... and keeps faces at least this wide or tall (frame pixels): smaller cut faces the full pass finds.
+EDGE_PASS_MIN_PX = 64.0
+
+
+class EdgePass:
+    """Faces cut by the frame edge, from one pass on the shrunk frame reflected at its edges.
+
+    The full-resolution pass misses a big face cut by the edge (a 300 px face half below the
+    frame at the end of a pan: bench/recall.py video --part tune); mirrored, it looks nearly whole,
+    and a big face needs no full resolution, so the pass is cheap (1/16 of the pixels at 0.25).
+    Only faces touching the frame edge are kept, and none that a detection of the frame already
+    overlaps: elsewhere the full pass is the better one.
+    """
+
+    def __init__(self, detector, min_height: float):
+        self.detector = detector
+        self.min_height = float(min_height)
+
+    def add(self, image: np.ndarray, detections: Regions) -> Regions:
+        """``detections`` with the edge faces this pass finds and they lack."""
+        h, w = image.shape[:2]
+        found = self.detector.detect(image)
+        if not len(found):
+            return detections
+        b = found.boxes
+        touch = (b[:, 0] <= 1) | (b[:, 1] <= 1) | (b[:, 2] >= w - 1) | (b[:, 3] >= h - 1)
+        keep = touch & (np.maximum(found.widths, found.heights) >= self.min_height)  # cut: one side is short
+        faces = detections.boxes[detections.kinds == "face"]
+        if keep.any() and len(faces):
+            keep &= (iou_matrix(b, faces) < 0.3).all(axis=1)
+        return Regions.merge([detections, found[keep]]) if keep.any() else detections
 
 
 def photo_regions(detections: Regions) -> Regions:

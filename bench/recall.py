@@ -13,6 +13,8 @@ Modes::
     python bench/recall.py photos [--limit 40]   # WIDER FACE photos of assemblies
     python bench/recall.py masked                # photos of people with and without face masks
     python bench/recall.py video [--clips 6]     # handheld 720p clips made from WIDER photos
+    python bench/recall.py video --part tune     # the big video set (bench/video_set.py): tune part
+    python bench/recall.py video --part validation   # ... and the part no choice is made on
     python bench/recall.py all
 
 ``--tool ours|deface|both`` picks the tools; any ``Options`` field can be overridden for ours
@@ -161,11 +163,72 @@ class Ours:
         return report_regions(next(report.frames())), secs
 
     def video(self, src: Path, work: Path) -> tuple[dict[int, list[tuple]], float]:
-        """Anonymize one clip; masked regions by frame index, and the wall time."""
+        """Anonymize one clip (``--no-encode``: detect only, the same regions without the encoder);
+        masked regions by frame index, and the wall time."""
+        if self.cache is not None:
+            self.cache.start(src, self.anonymizer)
         t0 = time.perf_counter()
-        report = self.anonymizer.file(src, work / "ours.mp4")
+        if self.encode:
+            report = self.anonymizer.file(src, work / "ours.mp4")
+        else:
+            report = self.anonymizer.detect(src)
         secs = time.perf_counter() - t0
+        if self.cache is not None:
+            self.cache.save()
         return {rec["index"]: report_regions(rec) for rec in report.frames()}, secs
+
+    encode, cache = True, None
+
+
+class DetectionCache:
+    """``--cache-detections``: replays the face detector's full-frame results per clip.
+
+    For tuning what comes after detection (tracking, mask geometry) only: the key holds the
+    detection options but not the detector code, so clear /tmp/anonymize-bench/detections after
+    changing a detector. Calls to ``Engine.detect`` are recorded in order for each clip and replayed
+    in the same order; anything else (a second look with the detector on a crop) runs for real.
+    """
+
+    def __init__(self, root: Path = Path("/tmp/anonymize-bench/detections")):
+        self.root = root
+        self.path: Path | None = None
+        self.calls: list = []
+        self.replay = False
+
+    def start(self, src: Path, anonymizer) -> None:
+        import hashlib
+        import pickle
+
+        from anonymize.regions import Regions
+
+        o = anonymizer.options
+        key = repr((o.detector, o.threshold, o.pad, o.detect_scale, o.edge_detect, o.detect_every,
+                    o.between_scale, o.marks, o.marks_every))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / f"{src.stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pkl"
+        self.replay = self.path.is_file()
+        self.calls = pickle.loads(self.path.read_bytes()) if self.replay else []
+        engine = anonymizer.engine
+        real = type(engine).detect.__get__(engine)
+        it = iter(self.calls)
+
+        def detect(image, full=True, marks=True, photo=False):
+            if self.replay:
+                boxes, scores, kinds = next(it)
+                return Regions(boxes, scores, kinds)
+            r = real(image, full=full, marks=marks, photo=photo)
+            self.calls.append((r.boxes.copy(), np.asarray(r.scores).copy(), np.asarray(r.kinds).copy()))
+            return r
+
+        engine.detect = detect
+
+    def save(self) -> None:
+        import pickle
+
+        if not self.replay and self.path is not None:
+            tmp = self.path.with_suffix(f".part{os.getpid()}")
+            tmp.write_bytes(pickle.dumps(self.calls))
+            tmp.replace(self.path)
 
 
 def code_version() -> str:
@@ -400,15 +463,25 @@ def run_video(tools: list, args) -> dict:
     (face_id) through a clip; tracks whose median height is >= 32 px count, and a track *leaks*
     when any of its frames is not masked.
     """
-    clips = pick_clip_photos(args.clips)
-    acc = {t.name: {"rows": [], "outside": [], "secs": 0.0, "frames": 0, "tracks": {}, "per_clip": []}
-           for t in tools}
+    if args.part:
+        import video_set
+
+        clips = video_set.clips(args.part, set(pick_clip_photos(6)))
+        if args.clips_limit:
+            clips = clips[:args.clips_limit]
+        maker = video_set.make
+    else:
+        clips = [(name, args.seed) for name in pick_clip_photos(args.clips)]
+        maker = make_clip
+    acc = {t.name: {"rows": [], "outside": [], "secs": 0.0, "frames": 0, "tracks": {}, "per_clip": [],
+                    "edge": {}} for t in tools}
     with tempfile.TemporaryDirectory(prefix="anonymize-bench-") as tmp:
         work = Path(tmp)
-        for name in clips:
-            mp4, meta = make_clip(name, args.seed)
+        for name, seed in clips:
+            mp4, meta = maker(name, seed)
             w, h = meta["size"]
-            print(f"  clip {name}: {sum(map(len, meta['frames']))} face-frames", file=sys.stderr)
+            print(f"  clip {name} s{seed} {meta.get('motion', '')}: {sum(map(len, meta['frames']))} face-frames",
+                  file=sys.stderr)
             for t in tools:
                 by_index, secs = t.video(mp4, work)
                 a = acc[t.name]
@@ -423,8 +496,10 @@ def run_video(tools: list, args) -> dict:
                     a["outside"].append(outside)
                     clip_rows += rows
                     for f, (_, cover) in zip(faces, rows):
-                        a["tracks"].setdefault((name, f[4]), []).append((f[3], cover))
-                a["per_clip"].append((name, share([c for bh, c in clip_rows if bh >= 32])))
+                        a["tracks"].setdefault((name, seed, f[4]), []).append((f[3], cover))
+                        if len(f) > 5 and f[5] < 0.995 and f[3] >= 16:  # cut by the frame edge
+                            a["edge"].setdefault((name, seed, f[4]), []).append((i, f[3], cover))
+                a["per_clip"].append((f"{name} s{seed}", share([c for bh, c in clip_rows if bh >= 32])))
     results = {}
     for t in tools:
         a = acc[t.name]
@@ -436,6 +511,17 @@ def run_video(tools: list, args) -> dict:
                          "leaked_per_100": 100 * len(leaked) / len(big) if big else None,
                          "unmasked_frames_in_counted": sum(c < wider.COVER for v in big.values() for _, c in v)}
         res["per_clip_>=32"] = a["per_clip"]
+        if a["edge"]:
+            # faces cut by the frame edge (>= 16 px, at least half inside: the ground truth's rule)
+            cut = [c for v in a["edge"].values() for _, _, c in v]
+            bad = {k: [(i, bh, round(c, 2)) for i, bh, c in v if c < wider.COVER] for k, v in a["edge"].items()}
+            res["edge_cut"] = {"face_frames": len(cut), "masked": share(cut),
+                               "faces": len(a["edge"]),
+                               "faces_over_2_frames_unmasked": sum(len(v) > 2 for v in bad.values()),
+                               "worst": sorted(((len(v), f"{k[0]} s{k[1]} face {k[2]}") for k, v in bad.items()
+                                                if v), reverse=True)[:5]}
+        res["leaked"] = [(f"{k[0]} s{k[1]} face {k[2]}", [(round(bh), round(c, 2)) for bh, c in v if c < wider.COVER][:8])
+                         for k, v in big.items() if k in set(leaked)]
         if isinstance(t, Deface):
             res["deface_crashes"] = t.crashes
         results[t.name] = res
@@ -467,7 +553,16 @@ def print_tables(mode: str, results: dict) -> None:
             print(f"  tracks with median height >= {TRACK_MIN_HEIGHT}px: {tr['counted']}, leaked (>= 1 unmasked "
                   f"frame) {tr['leaked']} = {tr['leaked_per_100'] or 0:.1f} per 100; unmasked frames in them "
                   f"{tr['unmasked_frames_in_counted']}")
-            print("  per clip, face-frames >= 32px masked: " + ", ".join(f"{n} {pct(v)}" for n, v in res["per_clip_>=32"]))
+            if "edge_cut" in res:
+                e = res["edge_cut"]
+                print(f"  faces cut by the frame edge (>= 16 px): {e['faces']} faces, {e['face_frames']} face-frames, "
+                      f"{pct(e['masked'])} masked; faces unmasked in > 2 cut frames: "
+                      f"{e['faces_over_2_frames_unmasked']} {e['worst']}")
+            for k, v in res.get("leaked", []):
+                print(f"  leaked {k}: (height, cover) {v}")
+            if len(res["per_clip_>=32"]) <= 12:
+                print("  per clip, face-frames >= 32px masked: "
+                      + ", ".join(f"{n} {pct(v)}" for n, v in res["per_clip_>=32"]))
         if mode == "video" and name == "deface":
             print("  (deface seconds: decode + detect + mask, no encode; ours: the whole pipeline with encode)")
         if res.get("deface_crashes"):
@@ -548,19 +643,52 @@ def option_overrides(p: argparse.ArgumentParser) -> list[tuple[str, str]]:
     return pairs
 
 
+def patch_tracker(fields: dict[str, str]) -> None:
+    """``--tracker``: every live run's TrackerSettings get these fields (numbers as in the class)."""
+    from dataclasses import replace
+
+    from anonymize import regions_source
+    from anonymize.track import TrackerSettings
+
+    types = {f.name: f.type for f in dataclasses.fields(TrackerSettings)}
+    values = {k: (float(v) if "float" in str(types[k]) else int(v)) for k, v in fields.items()}
+    init = regions_source.LiveRegions.__init__
+
+    def patched(self, *a, **kw):
+        init(self, *a, **kw)
+        self.settings = replace(self.settings, **values)
+
+    regions_source.LiveRegions.__init__ = patched
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=("photos", "video", "masked", "all"))
     p.add_argument("--limit", type=int, default=None, help="photos: this many, spread evenly over the event folders")
     p.add_argument("--clips", type=int, default=6, help="video: number of clips (default 6)")
     p.add_argument("--seed", type=int, default=0, help="video: make_video.py camera-motion seed (default 0)")
+    p.add_argument("--part", choices=("tune", "validation"), help="video: the big set of bench/video_set.py "
+                   "instead of the six classic clips (validation: no choice is made on it)")
+    p.add_argument("--clips-limit", type=int, default=None, help="video --part: only the first N clips")
+    p.add_argument("--no-encode", action="store_true", help="video, ours: detect only (the same regions, "
+                   "no encoder; seconds then leave the encoder out)")
+    p.add_argument("--tracker", action="append", default=[], metavar="FIELD=VALUE", help="video, ours: "
+                   "override a TrackerSettings field (anonymize/track.py) for tuning, e.g. look_back=0")
+    p.add_argument("--cache-detections", action="store_true", help="video, ours: record / replay the "
+                   "detector's full-frame results per clip (tuning what follows detection)")
     p.add_argument("--tool", choices=("ours", "deface", "both"), default="both")
     p.add_argument("--json", type=Path, help="write all results here")
     pairs = option_overrides(p)
     args = p.parse_args()
     load_metric()
     overrides = {name: getattr(args, dest) for name, dest in pairs if getattr(args, dest) is not None}
+    if args.tracker:
+        patch_tracker(dict(kv.split("=", 1) for kv in args.tracker))
     tools = make_tools(args, overrides)
+    for t in tools:
+        if isinstance(t, Ours):
+            t.encode = not args.no_encode
+            t.cache = DetectionCache() if args.cache_detections else None
     modes = ["photos", "masked", "video"] if args.mode == "all" else [args.mode]
     everything = {}
     for mode in modes:

@@ -74,7 +74,8 @@ def test_settings_from_seconds():
 def test_jump_holds_the_new_box_before_it():
     # A still face at x 0..20 for 10 frames, then the track jumps to a box 26 px right that does
     # not overlap the prediction (linked by distance): a missed face handed over to a neighbour.
-    s = TrackerSettings(hold_before=3, hold_after=0, max_gap=3)
+    # (no jitter growth: the jump itself would count as jitter and grow the boxes a little)
+    s = TrackerSettings(hold_before=3, hold_after=0, max_gap=3, jitter_growth=0.0)
     still = {f: [[0, 0, 20, 20]] for f in range(10)}
     dets = {**still, **{f: [[26, 0, 46, 20]] for f in range(10, 16)}}
     out = dict(_run(dets, 16, s))
@@ -89,3 +90,66 @@ def test_jump_holds_the_new_box_before_it():
     stray = {**still, 10: [[26, 0, 46, 20]], 11: [[26, 0, 46, 20]]}
     out = dict(_run(stray, 16, s))
     assert all(list(out[f].sources) == ["detected"] for f in (7, 8, 9))
+
+
+def _run_looking(dets_by_frame, n, settings, look):
+    tracker: Tracker[int] = Tracker(settings, second_look=look)
+    out = []
+    for f in range(n):
+        boxes = dets_by_frame.get(f, [])
+        out += list(tracker.push(f, Regions(np.array(boxes, np.float32).reshape(-1, 4))))
+    out += list(tracker.flush())
+    return dict(out)
+
+
+def test_second_look_finds_a_late_track_in_the_frames_before_it():
+    # a face at x = 100 + 3 f from frame 0; the full-frame pass finds it only from frame 10
+    true = {f: [100 + 3 * f, 50, 130 + 3 * f, 80] for f in range(20)}
+    asked = []
+
+    def look(frame, box):
+        asked.append(frame)
+        # the "detector on the crop" finds the face when asked near it (frames 4..9 only)
+        b = np.array(true[frame], np.float32)
+        near = abs((box[0] + box[2]) / 2 - (b[0] + b[2]) / 2) < 15
+        return (b, 0.3) if near and frame >= 4 else None
+
+    s = TrackerSettings(hold_before=2, hold_after=2, max_gap=10, look_missed_hits=1000)  # buffer: 10 frames
+    out = _run_looking({f: [true[f]] for f in range(10, 20)}, 20, s, look)
+    assert asked[:7] == [9, 8, 7, 6, 5, 4, 3]  # back one frame at a time until a miss
+    for f in range(4, 10):  # found there: real boxes, one track
+        d = out[f][out[f].sources == "detected"]
+        assert len(d) == 1 and int(d.track_ids[0]) == int(out[12].track_ids[0])
+        np.testing.assert_allclose(d.boxes[0], true[f])
+    # the hold before now starts from frame 4, not 10
+    assert (out[2].sources == "held").any() and (out[3].sources == "held").any()
+    assert len(out[1]) == 0
+
+
+def test_second_look_on_a_missed_frame_adds_a_hit_not_a_duplicate():
+    boxes = {f: [[10 + f, 10, 40 + f, 40]] for f in range(12) if f != 6}
+    boxes[8] = [[18, 10, 48, 40], [200, 10, 230, 40]]
+
+    def look(frame, box):
+        return np.array([10 + frame, 10, 40 + frame, 40], np.float32), 0.2
+
+    s = TrackerSettings(hold_before=2, hold_after=2, max_gap=3, look_back=0, look_missed_hits=3)
+    out = _run_looking(boxes, 12, s, look)
+    first = out[6][out[6].boxes[:, 0] < 100]  # (the face at x = 200 is held before frame 8)
+    assert list(first.sources) == ["detected"]  # found by the second look, not interpolated
+    np.testing.assert_allclose(first.boxes[0], [16, 10, 46, 40])
+    # a detection already there is never doubled
+    assert all((out[f].sources == "detected").sum() == len(boxes.get(f, [[0]])) for f in range(12) if f != 6)
+
+
+def test_jitter_growth_grows_jittery_tracks_only():
+    rng = np.random.default_rng(0)
+    smooth = {f: [[10 + 2 * f, 10, 40 + 2 * f, 40]] for f in range(30)}
+    shaky = {f: [list(np.array([300 + 2 * f, 10, 330 + 2 * f, 40]) + rng.uniform(-3, 3, 4))] for f in range(30)}
+    both = {f: smooth[f] + shaky[f] for f in range(30)}
+    plain = _run(both, 30, TrackerSettings(jitter_growth=0.0))
+    grown = _run(both, 30, TrackerSettings(jitter_growth=2.0))
+    for (_, a), (_, b) in zip(plain[5:25], grown[5:25]):
+        left = a.boxes[:, 0] < 200
+        np.testing.assert_allclose(a.boxes[left], b.boxes[left], atol=1e-4)  # smooth: unchanged
+        assert (b.widths[~left] > a.widths[~left] + 2).all()  # shaky: grown by a few pixels
