@@ -13,7 +13,8 @@ only at the angles where the probe (or a full pass) recently found one:
   (a quarter of the pixels: three probes cost about 0.75 of one upright pass), on the first
   frame, on scene cuts and then every ``hold_before`` seconds (0.3 s by default), so that the
   look-ahead hold masks the frames between a turned face's appearance and its first detection;
-- an angle where a turned face was found (one no upright box overlaps) is **active** for
+- an angle where a turned face was found (one no upright box overlaps, scoring at least
+  ``ACTIVATE_SCORE``) is **active** for
   ``ACTIVE_SECONDS``: every full detection frame also gets a full-size pass at that angle, and
   every new find renews it.
 
@@ -39,6 +40,10 @@ PROBE_PIXELS = 1_000_000
 ACTIVE_SECONDS = 2.0
 #: A turned-pass box overlapping an upright box by at least this IoU is the same face.
 SAME_FACE_IOU = 0.3
+#: Only a turned face scoring at least this starts (or renews) full passes at its angle: at the
+#: detection threshold (0.1) the probes of crowded footage find some new small face or texture at
+#: almost every angle, which would make "auto" cost what "always" costs. Every box found is masked.
+ACTIVATE_SCORE = 0.5
 MODES = ("auto", "always", "off")
 
 
@@ -82,9 +87,10 @@ def probe_shrink(h: int, w: int) -> float:
     return float(min(PROBE_SCALE, np.sqrt(PROBE_PIXELS / max(h * w, 1))))
 
 
-def new_faces(found: Regions, known: Regions) -> np.ndarray:
-    """Mask of the faces in ``found`` that no box in ``known`` overlaps (IoU < SAME_FACE_IOU)."""
-    faces = found.kinds == "face"
+def new_faces(found: Regions, known: Regions, score: float = ACTIVATE_SCORE) -> np.ndarray:
+    """Mask of the faces in ``found`` scoring at least ``score`` that no box in ``known``
+    overlaps (IoU < SAME_FACE_IOU)."""
+    faces = (found.kinds == "face") & (found.scores >= score)
     if not len(known) or not faces.any():
         return faces
     return faces & (iou_matrix(found.boxes, known.boxes).max(axis=1) < SAME_FACE_IOU)

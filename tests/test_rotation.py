@@ -87,6 +87,17 @@ def test_modes_off_and_always():
         RotationWatch(_bright_box, "sometimes")
 
 
+def test_weak_turned_finds_are_masked_but_start_nothing():
+    img = _frame()
+
+    def weak(view):
+        return _bright_box(view).with_(scores=np.full(len(_bright_box(view)), 0.2, np.float32))
+
+    watch = RotationWatch(weak, "auto")
+    got = watch(img, Regions.empty(), full=True)
+    assert len(got) == 1 and watch.activations == 0 and watch.passes == 0
+
+
 def test_probe_stays_small_on_big_photos():
     assert probe_shrink(1080, 1920) == 0.5
     assert 4000 * 6000 * probe_shrink(4000, 6000) ** 2 <= 1_000_001
