@@ -41,9 +41,10 @@ def turn_gt(boxes: list, k: int, w: int, h: int) -> list:
     out = []
     for x, y, bw, bh in boxes:
         x1, y1, x2, y2 = x, y, x + bw, y + bh
-        for _ in range(k % 4):  # one counterclockwise quarter turn of a (w, h) frame
-            x1, y1, x2, y2 = y1, w - x2, y2, w - x1
-            w, h = h, w
+        fw, fh = w, h
+        for _ in range(k % 4):  # one counterclockwise quarter turn of an (fw, fh) frame
+            x1, y1, x2, y2 = y1, fw - x2, y2, fw - x1
+            fw, fh = fh, fw
         out.append([x1, y1, x2 - x1, y2 - y1])
     return out
 

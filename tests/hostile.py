@@ -828,7 +828,7 @@ def signal_cases() -> list[Case]:
 #: as processing loads the face model, several seconds on 2 cores), the cheap refusals otherwise.
 FAST = {
     "truncate/mp4@90%", "flip/png:seed3x16", "zero/jpg:mid10%", "ext/text.mp4", "empty/.jpg",
-    "huge/png-60000x60000", "orient/jpeg-exif-6", "colour/cmyk.jpg", "names/jpg:subshell",
+    "huge/png-60000x60000", "orient/jpeg-exif-6", "orient/mp4-rotate-180", "orient/mov-rotate-90", "colour/cmyk.jpg", "names/jpg:subshell",
     "options/--threshold=nan", "options/--detect-scale=inf", "options/--mask-scale=-1", "options/--crf=nan",
     "options/--detect-every=0", "options/--mask='xyz'", "options/--marks=''",
     "collide/output=input", "collide/report=input", "collide/report=output", "collide/manifest=input",
@@ -1045,6 +1045,13 @@ def video_decodes(path: Path) -> str:
 
 
 def video_frames(path: Path, every: int = 5) -> list[np.ndarray]:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # OpenCV's VideoCapture crashes (SIGSEGV) on a name that is not UTF-8
+        with tempfile.TemporaryDirectory() as t:
+            alias = Path(t) / f"alias{path.suffix}"
+            os.symlink(os.path.abspath(path), alias)
+            return video_frames(alias, every)
     cap = cv2.VideoCapture(str(path))
     frames, i = [], 0
     try:
