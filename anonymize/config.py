@@ -120,8 +120,8 @@ class Option:
                 items = [str(i).strip().lower() for i in items]
             except TypeError:
                 raise bad from None
-            picked = tuple(dict.fromkeys(i for i in items if i))
-            if not picked or any(i not in self.choices for i in picked):
+            picked = tuple(dict.fromkeys(items))
+            if not picked or any(i not in self.choices for i in picked):  # "" too: "faces,," is a typo
                 raise bad
             return picked
         if self.type is str:

@@ -93,6 +93,8 @@ class Engine:
                 kwargs = dict(PHOTO, pad=o.pad)
             if o.photo_threshold is not None:
                 kwargs["threshold"] = o.photo_threshold
+                if kwargs.get("vote", 0) > o.photo_threshold:  # the vote looks at scores below the threshold
+                    kwargs["vote"] = o.photo_threshold
             self._photo_detector = create_detector(o.photo_detector, scale=o.detect_scale, threads=o.threads,
                                                    edge=o.edge_detect, **kwargs)
         return self._photo_detector
