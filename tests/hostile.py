@@ -140,7 +140,7 @@ def build_base(folder: Path) -> Base:
         ff(*inp, *out, str(p))
         base.files[key] = p
     long_clip = folder / "long.mp4"  # long enough to be interrupted while it is processed
-    ff("-loop", "1", "-framerate", "15", "-t", "6", "-i", str(still), *h264, str(long_clip))
+    ff("-loop", "1", "-framerate", "15", "-t", "20", "-i", str(still), *h264, str(long_clip))
     base.files["long"] = long_clip
     return base
 
@@ -224,7 +224,8 @@ class Case:
     on_failure: bool = False
     timeout: float = 240.0
     fast: bool = False  # in the unit test's subset (set from FAST)
-    signal: tuple[int, float] | None = None  # (signal, seconds after the process started)
+    signal: tuple[int, float] | None = None  # (signal, at most this many seconds after the start:
+    # sent as soon as a ``.partial`` temporary appears in the run's folder)
     tiny: str | None = None  # a folder (relative) that is a full 8 KiB tmpfs during the run
 
 
@@ -818,7 +819,9 @@ def disk_cases() -> list[Case]:
 def signal_cases() -> list[Case]:
     cases = []
     for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)):
-        for key, ext, delay in (("long", ".mp4", 6.0), ("jpg", ".jpg", 3.0)):
+        # the signal comes once the output's temporary file exists (the run is writing), or at
+        # the delay: on a fast machine a fixed delay came after the run had ended
+        for key, ext, delay in (("long", ".mp4", 20.0), ("jpg", ".jpg", 1.5)):
             cases.append(Case(f"signal/{sig.name}-{key}", "signal", _one(f"in{ext}", lambda b, k=key: b.bytes(k)),
                               frozenset({0, code}), (f"out{ext}",), signal=(int(sig), delay), on_failure=True))
     return cases
@@ -1150,6 +1153,9 @@ def run_case(case: Case, base: Base, root: Path, sandbox: Sandbox, python: str =
     if case.signal:
         sig, delay = case.signal
         while time.monotonic() < start + delay and proc.poll() is None:
+            if any(".partial" in n for n in os.listdir(work)):
+                time.sleep(0.3)  # a few frames into the output
+                break
             time.sleep(0.05)
         pid = child_pid()
         if proc.poll() is None and pid:
