@@ -831,7 +831,7 @@ def signal_cases() -> list[Case]:
 #: as processing loads the face model, several seconds on 2 cores), the cheap refusals otherwise.
 FAST = {
     "truncate/mp4@90%", "flip/png:seed3x16", "zero/jpg:mid10%", "ext/text.mp4", "empty/.jpg",
-    "huge/png-60000x60000", "orient/jpeg-exif-6", "orient/mp4-rotate-180", "orient/mov-rotate-90", "colour/cmyk.jpg", "names/jpg:subshell",
+    "huge/png-60000x60000", "orient/jpeg-exif-6", "orient/mp4-rotate-180", "orient/mov-rotate-180", "colour/cmyk.jpg", "names/jpg:subshell",
     "options/--threshold=nan", "options/--detect-scale=inf", "options/--mask-scale=-1", "options/--crf=nan",
     "options/--detect-every=0", "options/--mask='xyz'", "options/--marks=''", "options/--marks='faces,,'",
     "options/--photo-threshold=1e-9", "colour/vp9-gbrp.webm",
