@@ -17,6 +17,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 ON_ERROR = ("fail", "mask-frame")
+#: How faces turned by 90/180/270 degrees are looked for (:data:`anonymize.rotation.MODES`).
+ROTATED_FACES = ("auto", "always", "off")
 MASK_SHAPES = ("ellipse", "box")
 #: What can be masked (``--marks``). faces: CenterFace (or ``detector``); heads: heads of people
 #: seen from behind or the side; persons: whole people; plates, text: legible text (plates are
@@ -118,8 +120,8 @@ class Option:
                 items = [str(i).strip().lower() for i in items]
             except TypeError:
                 raise bad from None
-            picked = tuple(dict.fromkeys(i for i in items if i))
-            if not picked or any(i not in self.choices for i in picked):
+            picked = tuple(dict.fromkeys(items))
+            if not picked or any(i not in self.choices for i in picked):  # "" too: "faces,," is a typo
                 raise bad
             return picked
         if self.type is str:
@@ -226,6 +228,13 @@ TABLE: tuple[Option, ...] = (
     # per 1080p frame.
     Option("edge_detect", float, 0.0, "reflect the face detector's input by this many pixels per side, so "
            "faces cut by the frame edge look whole (e.g. 32; 0 = off)", GROUP_DETECT, min=0, max=512),
+    # Faces turned 90 degrees or more (people lying down, a camera held sideways, a wrong rotation
+    # tag) are found only by a pass on the turned frame; "auto" probes for them cheaply (half-size
+    # turned views every --hold-before seconds) and runs full turned passes only where the probe
+    # found one. Measured with bench/rotation.py (figures in anonymize/rotation.py's docstring).
+    Option("rotated_faces", str, "auto", "faces shown sideways or upside down: auto (probe turned views "
+           "every --hold-before seconds, full passes where a face is found), always (full passes at 90, "
+           "180 and 270 degrees on every detection), off", GROUP_DETECT, choices=ROTATED_FACES),
     Option("on_error", str, "fail", "fail: stop and write nothing; mask-frame: mask whole every frame whose "
            "detection fails", GROUP_DETECT, choices=ON_ERROR),
     # --- video
@@ -326,6 +335,8 @@ class Options:
     edge_detect: float = _default("edge_detect")
     edge_pass: float = _default("edge_pass")
     second_look: bool = _default("second_look")
+
+    rotated_faces: str = _default("rotated_faces")
     hold_before: float = _default("hold_before")
     hold_after: float = _default("hold_after")
     max_gap: float = _default("max_gap")

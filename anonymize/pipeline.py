@@ -34,6 +34,7 @@ from .plan import Geometry
 from .regions import Regions
 from .regions_source import LiveRegions, PlanRegions, RegionSource, photo_regions
 from .report import FileReport
+from .rotation import photo_turned
 from .video import EncodeSettings, VideoDecoder, VideoEncoder, damage_warning
 
 log = logging.getLogger("anonymize")
@@ -92,6 +93,8 @@ class Engine:
                 kwargs = dict(PHOTO, pad=o.pad)
             if o.photo_threshold is not None:
                 kwargs["threshold"] = o.photo_threshold
+                if kwargs.get("vote", 0) > o.photo_threshold:  # the vote looks at scores below the threshold
+                    kwargs["vote"] = o.photo_threshold
             self._photo_detector = create_detector(o.photo_detector, scale=o.detect_scale, threads=o.threads,
                                                    edge=o.edge_detect, **kwargs)
         return self._photo_detector
@@ -147,7 +150,12 @@ def process_photo(src: Path, dst: Path | None, engine: Engine, report: FileRepor
     """Detect and mask one photo (``dst`` None: detect only, write nothing)."""
     image, info = read_photo(src)
     h, w = image.shape[:2]
-    raw = photo_regions(engine.detect(image, photo=True))
+    found = engine.detect(image, photo=True)
+    if engine.detector is not None:  # faces shown sideways or upside down (anonymize/rotation.py)
+        found = Regions.merge([found, photo_turned(lambda img: engine.detect(img, marks=False),
+                                                   lambda img: engine.detect(img, marks=False, photo=True),
+                                                   image, found, engine.options.rotated_faces)])
+    raw = photo_regions(found)
     g = engine.geometry("photo", w, h)
     _photo_out(image, info, raw, g, engine.mask, noise, dst, report)
 

@@ -15,6 +15,7 @@ import numpy as np
 from .errors import InputError
 from .regions import Regions, iou_matrix
 from .relook import SecondLook
+from .rotation import RotationWatch
 from .schedule import DetectionSchedule, SceneCuts
 from .track import Tracker, TrackerSettings
 from .video import Frame
@@ -42,6 +43,9 @@ class LiveRegions:
     def __init__(self, engine: "Engine", options: "Options", fps: float):
         self.engine = engine
         self.options = options
+        self.fps = fps
+        #: the last file's turned-face passes (counts for the report and bench/rotation.py)
+        self.rotation: RotationWatch | None = None
         settings = TrackerSettings.from_seconds(fps, options.hold_before, options.hold_after, options.max_gap)
         # a track must survive the frames on which no detection runs
         every = max(options.detect_every, options.marks_every if engine.mark_detectors else 1)
@@ -77,6 +81,11 @@ class LiveRegions:
         schedule = DetectionSchedule(self.options.detect_every)
         marks = DetectionSchedule(self.options.marks_every)
         engine = self.engine
+        turned = None
+        if engine.detector is not None:
+            turned = RotationWatch.for_video(lambda img: engine.detect(img, full=True, marks=False),
+                                             self.options.rotated_faces, self.fps, self.options.hold_before)
+        self.rotation = turned
         for frame in frames:
             cut = cuts(frame.image)  # once per frame, for both schedules
             full = schedule.tick(cut)
@@ -84,6 +93,10 @@ class LiveRegions:
                                        marks=bool(engine.mark_detectors) and marks.tick(cut))
             if edges is not None and full:
                 detections = edges.add(frame.image, detections)
+            if turned is not None:  # faces shown sideways or upside down (anonymize/rotation.py)
+                extra = turned(frame.image, detections, full, cut)
+                if len(extra):
+                    detections = Regions.merge([detections, extra])
             yield from tracker.push(frame, detections)
         yield from tracker.flush()
 

@@ -50,10 +50,18 @@ def handle_signals(signals: tuple[int, ...] = HANDLED) -> Iterator[None]:
         return
     raised: list[int] = []
 
-    def handler(signum, frame):  # noqa: ARG001 - signal handler signature
-        if not raised:
-            raised.append(signum)
-            raise Terminated(signum)
+    def handler(signum, frame):
+        if raised:
+            return
+        if _in_finalizer(frame):
+            # An exception raised in a __del__ is printed ("Exception ignored in ...", with a
+            # traceback) and dropped: deliver the signal again a moment later, outside it.
+            timer = threading.Timer(0.05, signal.raise_signal, (signum,))
+            timer.daemon = True
+            timer.start()
+            return
+        raised.append(signum)
+        raise Terminated(signum)
 
     old = {}
     try:
@@ -63,3 +71,12 @@ def handle_signals(signals: tuple[int, ...] = HANDLED) -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _in_finalizer(frame, depth: int = 12) -> bool:
+    """True when ``frame`` (or one of its ``depth`` callers) is a ``__del__`` method."""
+    while frame is not None and depth > 0:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame, depth = frame.f_back, depth - 1
+    return False

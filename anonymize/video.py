@@ -156,6 +156,10 @@ def _plain(line: str) -> str:
     return re.sub(r"^\[([^\]@]+?) @ 0x[0-9a-f]+\] ", r"\1: ", line)
 
 
+#: Source matrices the output keeps as its tag (each is what :func:`color_matrix` converts with).
+_YUV_MATRICES = ("bt709", "smpte170m", "bt470bg", "bt601", "bt2020nc", "bt2020c")
+
+
 def color_matrix(probe: Probe) -> str:
     """swscale's name for the source's YUV matrix (BT.709 when untagged: what players assume for HD)."""
     space = probe.video.color.get("color_space", "") if probe.video else ""
@@ -272,6 +276,10 @@ class VideoEncoder:
                           ("color_space", "colorspace")):
             if color.get(key):
                 params[name] = color[key]
+        if params.get("colorspace") not in (None, *_YUV_MATRICES):
+            # an RGB source ("gbr", e.g. VP9 or x264rgb 4:4:4) is written as YUV with the BT.709
+            # matrix: tagging it "gbr" is false, and libvpx-vp9 refuses to open (an encode error)
+            params["colorspace"] = "bt709"
         streams[0] = (streams[0].filter("scale", out_color_matrix=color_matrix(probe), out_range="tv")
                       .filter("format", "yuv420p").filter("setparams", **params))
         if settings.audio == "keep" and probe.audio:

@@ -97,7 +97,7 @@ def test_options_messages_and_bounds():
                    edge_reach=[-1, 2.1], edge_detect=[-1, 513], crf=[-1, 52], threads=[-1, 257],
                    ffmpeg_threads=[300], marks_every=[0, 31], seed=[-1], mask=["foo", "Blur"],
                    detector=["foo", "person"], photo_detector=["foo"], mask_shape=["circle"], audio=["mute"],
-                   on_error=["skip"], quality=["best"], preset=["turbo"], marks=["", "faces,tattoos", ","],
+                   on_error=["skip"], quality=["best"], preset=["turbo"], marks=["", "faces,tattoos", ",", "faces,,"],
                    keep_audio=["yes"])
     for name, values in refused.items():
         for v in values:

@@ -174,3 +174,21 @@ def test_a_new_unlocked_partial_is_spared(tmp_path: Path):
     fresh.write_bytes(b"x")
     assert remove_partials_of([tmp_path / "x.mp4"], before=before) == 0
     assert fresh.exists()
+
+
+def test_a_signal_that_lands_in_a_finalizer_is_delivered_after_it():
+    """Python drops an exception raised in ``__del__`` (printing "Exception ignored" and a
+    traceback): the SIGHUP that reached a finished run during garbage collection did just that."""
+    from anonymize.signals import Terminated, handle_signals
+
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGHUP)  # the handler runs here, inside __del__
+            for _ in range(1000):
+                pass
+
+    with pytest.raises(Terminated) as caught:
+        with handle_signals():
+            Finalized()  # collected at once
+            time.sleep(2)  # the signal comes again, outside the finalizer
+    assert caught.value.exit_code == 129
