@@ -1,0 +1,261 @@
+"""One session factory for every model: which runtime and device runs the ONNX graphs.
+
+``--device`` (:data:`anonymize.config.DEVICES`) picks where the detectors run:
+
+* ``cpu``: onnxruntime's CPU provider, always there; the reference every other path is judged by.
+* ``cuda``: onnxruntime's TensorRT or CUDA provider (``onnxruntime-gpu``, the ``[cuda]`` extra).
+* ``coreml``: onnxruntime's CoreML provider (Apple Silicon; in the macOS onnxruntime wheels).
+* ``directml``: onnxruntime's DirectML provider (``onnxruntime-directml``, Windows).
+* ``openvino``: the OpenVINO runtime (``openvino``, the ``[openvino]`` extra) compiling the ONNX
+  model for its CPU plugin, in bf16 where the CPU computes bf16 natively (AMX or AVX-512 BF16)
+  and fp32 elsewhere; or onnxruntime's OpenVINO provider (``onnxruntime-openvino``) when that is
+  what is installed.
+* ``auto`` (the default): the first entry of :data:`AUTO_ORDER` that is installed and builds a
+  session, else the CPU.
+
+A device that is asked for but not installed, or whose session fails to build, is never an
+error: the model runs on onnxruntime's CPU instead (the output is the same, only slower) and one
+log line (logger ``anonymize``, warning for an explicit device, info for ``auto``) says why, once
+per process and reason. The device each model actually ran on is recorded in the report
+(``models[i]["device"]``, e.g. ``"openvino-cpu-bf16"``, ``"onnxruntime-cpu"``).
+
+Only the inference runtime changes with the device; every detector's pre- and post-processing
+stays the same. The OpenVINO runtime is used through ``Core.read_model``/``compile_model`` only,
+which open no connection (its telemetry lives in the model converter, ``openvino.tools.ovc``,
+which we never import; ``tests/test_network.py`` watches a real run's system calls).
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import numpy as np
+
+from .config import DEVICES
+
+log = logging.getLogger("anonymize")
+
+#: ``auto``'s order of preference, fastest first. Measured, not guessed: CenterFace on one
+#: 1920x1088 frame, 2 threads (``python bench/backends.py``, 2 Dec 2026, 2-core AMD EPYC (Zen 4,
+#: AVX-512 BF16/VNNI, no AMX) shared with other jobs; median ms per call):
+#:
+#: ====================================  =======  ============================================
+#: runtime                               ms       detections vs onnxruntime fp32 (crowd.jpg)
+#: ====================================  =======  ============================================
+#: onnxruntime CPU fp32 (``cpu``)        see      the reference
+#: OpenVINO CPU bf16 (``openvino``)      bench/   same faces; heatmap within ~0.01
+#: OpenVINO CPU fp32 (no bf16 units)     README   same faces; heatmap within 1e-5
+#: ====================================  =======  ============================================
+#:
+#: (figures: bench/README.md, *backends.py*). GPUs come first where present: a discrete GPU
+#: beats any CPU path by an order of magnitude (CUDA figures are not yet measured here: see
+#: bench/gpu_check.sh). CoreML and DirectML are not measured either; they stay behind OpenVINO
+#: (an Intel machine with DirectML is better served by OpenVINO's CPU path on the measured
+#: figures) and ahead of the plain CPU provider.
+AUTO_ORDER: tuple[str, ...] = ("cuda", "openvino", "coreml", "directml")
+
+#: onnxruntime execution providers behind each device, in order of preference.
+_ORT_PROVIDERS = {
+    "cuda": ("TensorrtExecutionProvider", "CUDAExecutionProvider"),
+    "coreml": ("CoreMLExecutionProvider",),
+    "directml": ("DmlExecutionProvider",),
+    "openvino": ("OpenVINOExecutionProvider",),
+}
+
+#: Reasons already logged (one line per process and reason, not one per model).
+_logged: set[str] = set()
+
+
+def _note(reason: str, explicit: bool) -> None:
+    if reason in _logged:
+        return
+    _logged.add(reason)
+    (log.warning if explicit else log.info)(reason)
+
+
+class Session:
+    """A model ready to run: ``run(output_names, feeds)`` and ``get_inputs()`` as onnxruntime's
+    ``InferenceSession`` has them, plus :attr:`device`, the runtime and device it runs on."""
+
+    #: e.g. "onnxruntime-cpu", "onnxruntime-cuda", "openvino-cpu-bf16"
+    device: str = ""
+
+    def run(self, output_names: Sequence[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def get_inputs(self) -> list[Any]:
+        raise NotImplementedError
+
+
+class OrtSession(Session):
+    """An onnxruntime ``InferenceSession`` (any provider)."""
+
+    def __init__(self, session, device: str):
+        self._s, self.device = session, device
+
+    def run(self, output_names, feeds):
+        return self._s.run(output_names, feeds)
+
+    def get_inputs(self):
+        return self._s.get_inputs()
+
+
+class _Input:
+    def __init__(self, name: str):
+        self.name = name
+
+
+class OpenVinoSession(Session):
+    """An ONNX model on the OpenVINO runtime's CPU plugin.
+
+    The graphs have symbolic spatial sizes; OpenVINO runs those too, but a model compiled for the
+    exact input shape is faster, and a video feeds one shape for its whole length. So one compiled
+    model is kept per input shape (the last :attr:`CACHE` shapes: a TTA photo pass uses a few)."""
+
+    CACHE = 4
+
+    def __init__(self, model: str | bytes, threads: int, precision: str, static_shapes: bool = True):
+        import openvino as ov
+
+        self._core = ov.Core()
+        if isinstance(model, (bytes, bytearray)):
+            self._model = self._core.read_model(bytes(model), b"")  # ONNX bytes: the frontend is picked by content
+        else:
+            self._model = self._core.read_model(str(model))
+        self._config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+                        "NUM_STREAMS": 1}
+        if threads:
+            self._config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._inputs = [_Input(p.get_any_name()) for p in self._model.inputs]
+        self._outputs = [p.get_any_name() for p in self._model.outputs]
+        self._compiled: OrderedDict[tuple, Any] = OrderedDict()
+        self._static = static_shapes
+        self.device = f"openvino-cpu-{precision}"
+
+    def _request(self, feeds: dict[str, np.ndarray]):
+        key = tuple((k, v.shape) for k, v in sorted(feeds.items())) if self._static else ()
+        req = self._compiled.get(key)
+        if req is None:
+            model = self._model.clone()
+            if self._static:
+                model.reshape({k: list(v.shape) for k, v in feeds.items()})
+            req = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+            self._compiled[key] = req
+            if len(self._compiled) > self.CACHE:
+                self._compiled.popitem(last=False)
+        else:
+            self._compiled.move_to_end(key)
+        return req
+
+    def run(self, output_names, feeds):
+        req = self._request(feeds)
+        req.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        names = self._outputs if output_names is None else output_names
+        # copies: the request's output tensors are overwritten by its next call
+        return [np.array(req.get_tensor(n).data) for n in names]
+
+    def get_inputs(self):
+        return list(self._inputs)
+
+
+def ort_cpu_session(model: bytes | str, threads: int = 0) -> OrtSession:
+    """An onnxruntime CPU session for ``model`` (serialized bytes or a path), all graph
+    optimizations on, ``threads`` intra-op threads (0 = onnxruntime's default), warnings off
+    (the shipped graphs carry unused initializers that only produce noise).
+
+    onnxruntime's memory pattern (one pre-planned block for all of a run's intermediate tensors)
+    is off: it cost CenterFace's peak memory 2.75 GB instead of 1.6 GB on a 4K frame and 787 MB
+    instead of 500 MB at 1080p, for no measurable speed (1.14 s vs 1.14 s per 4K call). The
+    memory arena stays on (without it 4K calls took 1.8 s). Idle worker threads do not spin."""
+    return _ort_session(model, threads, ["CPUExecutionProvider"], "onnxruntime-cpu")
+
+
+def _ort_options(threads: int):
+    from .offline import onnxruntime
+
+    ort = onnxruntime()
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3
+    opts.enable_mem_pattern = False
+    # Idle intra-op threads sleep instead of spinning: the spinning threads burn a core that the
+    # decoder, the mask drawing and the encoder need (bench/speed.py, 1080p 4 s, quiet 2-core
+    # machine: 97.6 CPU s instead of 110.8, 1.91 fps instead of 1.83; under load the gap is wider).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort, opts
+
+
+def _ort_session(model: bytes | str, threads: int, providers: list, device: str) -> OrtSession:
+    ort, opts = _ort_options(threads)
+    return OrtSession(ort.InferenceSession(model, opts, providers=providers), device)
+
+
+def ort_providers() -> list[str]:
+    """onnxruntime's available execution providers (its import is telemetry-free)."""
+    from .offline import onnxruntime
+
+    return list(onnxruntime().get_available_providers())
+
+
+def openvino_precision() -> str | None:
+    """The precision OpenVINO's CPU plugin should compute in here ("bf16" where the CPU has bf16
+    units, else "f32"), or None when the ``openvino`` package is not installed."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "bf16" if "BF16" in caps else "f32"
+
+
+def _try(device: str, model: bytes | str, threads: int) -> tuple[Session | None, str]:
+    """A session on ``device``, or (None, why not)."""
+    if device == "openvino":
+        precision = openvino_precision()
+        if precision is not None:
+            try:
+                return OpenVinoSession(model, threads, precision), ""
+            except Exception as exc:  # a model the runtime cannot compile: the CPU provider can
+                return None, f"OpenVINO could not compile the model ({exc.__class__.__name__}: {str(exc)[:200]})"
+    providers = [p for p in _ORT_PROVIDERS[device] if p in ort_providers()]
+    if not providers:
+        hint = {"cuda": "pip install 'anonymize-protest[cuda]' (onnxruntime-gpu) and an NVIDIA driver",
+                "coreml": "onnxruntime's macOS wheel on Apple hardware",
+                "directml": "pip install onnxruntime-directml (Windows)",
+                "openvino": "pip install 'anonymize-protest[openvino]'"}[device]
+        return None, f"device {device} is not installed ({hint})"
+    try:
+        s = _ort_session(model, threads, providers + ["CPUExecutionProvider"], f"onnxruntime-{device}")
+    except Exception as exc:  # a provider present but unusable (no driver, no GPU)
+        return None, f"device {device} failed to start ({exc.__class__.__name__}: {str(exc)[:200]})"
+    used = s._s.get_providers()
+    if not used or used[0] not in providers:  # onnxruntime silently fell back to the CPU
+        return None, f"device {device} is installed but onnxruntime did not use it (providers: {', '.join(used)})"
+    return s, ""
+
+
+def session(model: bytes | str, threads: int = 0, device: str = "cpu") -> Session:
+    """A session for ``model`` (an ONNX path or serialized bytes) on ``device`` (one of
+    :data:`~anonymize.config.DEVICES`), ``threads`` intra-op threads (0 = the runtime's default).
+
+    Falls back to onnxruntime's CPU with one log line when ``device`` (or, for ``auto``, every
+    entry of :data:`AUTO_ORDER`) is not installed or cannot run the model; raises ValueError only
+    for a name that is not a device."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; known: {', '.join(DEVICES)}")
+    if device == "cpu":
+        return ort_cpu_session(model, threads)
+    why = []
+    for name in (AUTO_ORDER if device == "auto" else (device,)):
+        s, reason = _try(name, model, threads)
+        if s is not None:
+            return s
+        why.append(reason)
+    if device == "auto":
+        _note("device auto: no accelerated runtime found, running on the CPU with onnxruntime ("
+              + "; ".join(why) + ")", explicit=False)
+    else:
+        _note(f"{why[0]}; running on the CPU with onnxruntime instead", explicit=True)
+    return ort_cpu_session(model, threads)
