@@ -55,6 +55,10 @@ log = logging.getLogger("anonymize")
 #: figures) and ahead of the plain CPU provider.
 AUTO_ORDER: tuple[str, ...] = ("cuda", "openvino", "coreml", "directml")
 
+#: OpenVINO CPU precisions that ``auto`` uses: bf16 only. fp32 OpenVINO was slower than
+#: onnxruntime fp32 in the table above, so on a CPU without bf16 units ``auto`` stays on onnxruntime.
+AUTO_OPENVINO_PRECISIONS = ("bf16",)
+
 #: onnxruntime execution providers behind each device, in order of preference.
 _ORT_PROVIDERS = {
     "cuda": ("TensorrtExecutionProvider", "CUDAExecutionProvider"),
@@ -210,10 +214,14 @@ def openvino_precision() -> str | None:
     return "bf16" if "BF16" in caps else "f32"
 
 
-def _try(device: str, model: bytes | str, threads: int) -> tuple[Session | None, str]:
-    """A session on ``device``, or (None, why not)."""
+def _try(device: str, model: bytes | str, threads: int, auto: bool = False) -> tuple[Session | None, str]:
+    """A session on ``device``, or (None, why not). ``auto``: only where the measured table says
+    the device beats onnxruntime's CPU provider."""
     if device == "openvino":
         precision = openvino_precision()
+        if auto and precision is not None and precision not in AUTO_OPENVINO_PRECISIONS:
+            return None, (f"OpenVINO is installed but this CPU has no bf16 units, and OpenVINO {precision} was "
+                          "measured slower than onnxruntime's CPU provider (bench/backends.py)")
         if precision is not None:
             try:
                 return OpenVinoSession(model, threads, precision), ""
@@ -249,7 +257,7 @@ def session(model: bytes | str, threads: int = 0, device: str = "cpu") -> Sessio
         return ort_cpu_session(model, threads)
     why = []
     for name in (AUTO_ORDER if device == "auto" else (device,)):
-        s, reason = _try(name, model, threads)
+        s, reason = _try(name, model, threads, auto=device == "auto")
         if s is not None:
             return s
         why.append(reason)
