@@ -113,11 +113,15 @@ class _Input:
 class OpenVinoSession(Session):
     """An ONNX model on the OpenVINO runtime's CPU plugin.
 
-    The graphs have symbolic spatial sizes; OpenVINO runs those too, but a model compiled for the
-    exact input shape is faster, and a video feeds one shape for its whole length. So one compiled
-    model is kept per input shape (the last :attr:`CACHE` shapes: a TTA photo pass uses a few)."""
+    The graphs have symbolic spatial sizes. OpenVINO runs them as they are (one model compiled for
+    any size), but a model compiled for the exact input shape is faster (CenterFace 1080p bf16:
+    ~950 vs ~1180 ms, bench/backends.py ``ov-bf16-dynamic``), and compiling takes about a second.
+    A video feeds one shape for its whole length, a photo's test-time passes a few shapes once
+    each; so a shape is compiled for once it has come :attr:`STATIC_AFTER` times (the dynamic model
+    serves until then), and the last :attr:`CACHE` such shapes are kept."""
 
     CACHE = 4
+    STATIC_AFTER = 3
 
     def __init__(self, model: str | bytes, threads: int, precision: str, static_shapes: bool = True):
         import openvino as ov
@@ -134,22 +138,33 @@ class OpenVinoSession(Session):
         self._inputs = [_Input(p.get_any_name()) for p in self._model.inputs]
         self._outputs = [p.get_any_name() for p in self._model.outputs]
         self._compiled: OrderedDict[tuple, Any] = OrderedDict()
+        self._seen: dict[tuple, int] = {}
+        self._dynamic = None
         self._static = static_shapes
         self.device = f"openvino-cpu-{precision}"
+        # Compile now, so that a model OpenVINO cannot take fails here (and falls back to the CPU
+        # provider in the factory), not on the first frame.
+        self._dynamic = self._core.compile_model(self._model, "CPU", self._config).create_infer_request()
 
     def _request(self, feeds: dict[str, np.ndarray]):
-        key = tuple((k, v.shape) for k, v in sorted(feeds.items())) if self._static else ()
+        if not self._static:
+            return self._dynamic
+        key = tuple((k, v.shape) for k, v in sorted(feeds.items()))
         req = self._compiled.get(key)
-        if req is None:
-            model = self._model.clone()
-            if self._static:
-                model.reshape({k: list(v.shape) for k, v in feeds.items()})
-            req = self._core.compile_model(model, "CPU", self._config).create_infer_request()
-            self._compiled[key] = req
-            if len(self._compiled) > self.CACHE:
-                self._compiled.popitem(last=False)
-        else:
+        if req is not None:
             self._compiled.move_to_end(key)
+            return req
+        self._seen[key] = n = self._seen.get(key, 0) + 1
+        if n < self.STATIC_AFTER:
+            if len(self._seen) > 64:  # many one-off shapes (a folder of photos): forget them
+                self._seen = {key: n}
+            return self._dynamic
+        model = self._model.clone()
+        model.reshape({k: list(v.shape) for k, v in feeds.items()})
+        req = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+        self._compiled[key] = req
+        if len(self._compiled) > self.CACHE:
+            self._compiled.popitem(last=False)
         return req
 
     def run(self, output_names, feeds):
