@@ -36,23 +36,30 @@ from .config import DEVICES
 
 log = logging.getLogger("anonymize")
 
-#: ``auto``'s order of preference, fastest first. Measured, not guessed: CenterFace on one
-#: 1920x1088 frame, 2 threads (``python bench/backends.py``, 2 Dec 2026, 2-core AMD EPYC (Zen 4,
-#: AVX-512 BF16/VNNI, no AMX) shared with other jobs; median ms per call):
+#: ``auto``'s order of preference, fastest first. Measured, not guessed: CenterFace on the bundled
+#: crowd photo at 1920x1088, 2 threads (``python bench/backends.py --rounds 3``, 2 Dec 2026, on
+#: this project's 2-core AMD EPYC VM (Zen 4: AVX-512 BF16 and VNNI, no AMX) under load 13 from
+#: other jobs; ms per call, median of 3 / best):
 #:
-#: ====================================  =======  ============================================
-#: runtime                               ms       detections vs onnxruntime fp32 (crowd.jpg)
-#: ====================================  =======  ============================================
-#: onnxruntime CPU fp32 (``cpu``)        see      the reference
-#: OpenVINO CPU bf16 (``openvino``)      bench/   same faces; heatmap within ~0.01
-#: OpenVINO CPU fp32 (no bf16 units)     README   same faces; heatmap within 1e-5
-#: ====================================  =======  ============================================
+#: ===============================  ===========  =================================================
+#: runtime                          ms           vs onnxruntime fp32
+#: ===============================  ===========  =================================================
+#: onnxruntime CPU fp32 (``cpu``)   1035 / 899   the reference
+#: OpenVINO CPU bf16                 951 / 825   same 9 faces; heatmap within 0.019; WIDER 60
+#:                                               photos (t=0.1): >= 16 px 95.9 % both, < 16 px
+#:                                               90.1 vs 89.7 % (bench/detector_recall.py)
+#: OpenVINO CPU bf16, dynamic shape 1181 / 1148  (why a model is compiled per input shape)
+#: OpenVINO CPU fp32                1594 / 1554  slower: ``auto`` skips it (AUTO_OPENVINO_PRECISIONS)
+#: onnxruntime int8 model            363 / 348   another model (``--detector centerface-int8``),
+#:                                               not a device: its recall differs (heatmap 0.19)
+#: ===============================  ===========  =================================================
 #:
-#: (figures: bench/README.md, *backends.py*). GPUs come first where present: a discrete GPU
+#: The issue's earlier figures on an Intel Xeon with AMX (580 ms onnxruntime fp32, 345 ms OpenVINO
+#: bf16) put OpenVINO bf16 ahead by more there. GPUs come first where present: a discrete GPU
 #: beats any CPU path by an order of magnitude (CUDA figures are not yet measured here: see
 #: bench/gpu_check.sh). CoreML and DirectML are not measured either; they stay behind OpenVINO
-#: (an Intel machine with DirectML is better served by OpenVINO's CPU path on the measured
-#: figures) and ahead of the plain CPU provider.
+#: (an Intel machine with DirectML is better served by OpenVINO's bf16 CPU path) and ahead of the
+#: plain CPU provider.
 AUTO_ORDER: tuple[str, ...] = ("cuda", "openvino", "coreml", "directml")
 
 #: OpenVINO CPU precisions that ``auto`` uses: bf16 only. fp32 OpenVINO was slower than
