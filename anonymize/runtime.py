@@ -57,9 +57,9 @@ log = logging.getLogger("anonymize")
 #: The issue's earlier figures on an Intel Xeon with AMX (580 ms onnxruntime fp32, 345 ms OpenVINO
 #: bf16) put OpenVINO bf16 ahead by more there. GPUs come first where present: a discrete GPU
 #: beats any CPU path by an order of magnitude (CUDA figures are not yet measured here: see
-#: bench/gpu_check.sh). CoreML and DirectML are not measured either; they stay behind OpenVINO
-#: (an Intel machine with DirectML is better served by OpenVINO's bf16 CPU path) and ahead of the
-#: plain CPU provider.
+#: bench/gpu_check.sh). CoreML and DirectML are not measured either (no such hardware here): they
+#: come after OpenVINO, which ``auto`` takes only on the bf16 CPUs where it was measured faster,
+#: and before the plain CPU provider, which any GPU is expected to beat; to be measured.
 AUTO_ORDER: tuple[str, ...] = ("cuda", "openvino", "coreml", "directml")
 
 #: OpenVINO CPU precisions that ``auto`` uses: bf16 only. fp32 OpenVINO was slower than
