@@ -11,7 +11,7 @@
   and fp32 elsewhere; or onnxruntime's OpenVINO provider (``onnxruntime-openvino``) when that is
   what is installed.
 * ``auto`` (the default): the first entry of :data:`AUTO_ORDER` that is installed and builds a
-  session, else the CPU.
+  session (OpenVINO only on CPUs with AMX: :data:`AUTO_OPENVINO_PRECISIONS`), else the CPU.
 
 A device that is asked for but not installed, or whose session fails to build, is never an
 error: the model runs on onnxruntime's CPU instead (the output is the same, only slower) and one
@@ -62,8 +62,11 @@ log = logging.getLogger("anonymize")
 #: and before the plain CPU provider, which any GPU is expected to beat; to be measured.
 AUTO_ORDER: tuple[str, ...] = ("cuda", "openvino", "coreml", "directml")
 
-#: OpenVINO CPU precisions that ``auto`` uses: bf16 only. fp32 OpenVINO was slower than
-#: onnxruntime fp32 in the table above, so on a CPU without bf16 units ``auto`` stays on onnxruntime.
+#: OpenVINO CPU precisions that ``auto`` uses, and only on CPUs with AMX (:func:`has_amx`): fp32
+#: OpenVINO was slower than onnxruntime fp32 in the table above, and bf16 on AVX-512 BF16 without
+#: AMX (this Zen 4) was ~8 % faster per call but no faster end to end (bench/speed.py, 1080p crowd,
+#: 4 s: 99.2 CPU s vs 96.5 for onnxruntime), so ``auto`` stays on onnxruntime there. On AMX Xeons
+#: the issue measured 345 vs 580 ms per call (1.7x); not re-measured here (no AMX machine).
 AUTO_OPENVINO_PRECISIONS = ("bf16",)
 
 #: onnxruntime execution providers behind each device, in order of preference.
@@ -236,14 +239,28 @@ def openvino_precision() -> str | None:
     return "bf16" if "BF16" in caps else "f32"
 
 
+def has_amx() -> bool:
+    """Whether the CPU has Intel AMX tiles for bf16 (Linux: /proc/cpuinfo's ``amx_bf16`` flag; other
+    systems: False, so ``auto`` stays on onnxruntime there unless asked)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
 def _try(device: str, model: bytes | str, threads: int, auto: bool = False) -> tuple[Session | None, str]:
     """A session on ``device``, or (None, why not). ``auto``: only where the measured table says
     the device beats onnxruntime's CPU provider."""
     if device == "openvino":
         precision = openvino_precision()
-        if auto and precision is not None and precision not in AUTO_OPENVINO_PRECISIONS:
-            return None, (f"OpenVINO is installed but this CPU has no bf16 units, and OpenVINO {precision} was "
-                          "measured slower than onnxruntime's CPU provider (bench/backends.py)")
+        if auto and precision is not None and (precision not in AUTO_OPENVINO_PRECISIONS or not has_amx()):
+            return None, ("OpenVINO is installed but this CPU has no AMX: without it OpenVINO was measured no "
+                          "faster than onnxruntime end to end (bf16 on AVX-512 BF16) or slower (fp32); "
+                          "--device openvino still uses it (bench/backends.py, bench/speed.py)")
         if precision is not None:
             try:
                 return OpenVinoSession(model, threads, precision), ""

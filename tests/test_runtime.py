@@ -49,10 +49,10 @@ def test_missing_device_falls_back_to_the_cpu_with_one_log_line(device, caplog):
 
 def test_auto_picks_from_the_measured_order():
     s = runtime.session(str(model_path("centerface")), threads=1, device="auto")
-    installed = runtime.openvino_precision() is not None
+    openvino = runtime.openvino_precision() == "bf16" and runtime.has_amx()
     cuda = "CUDAExecutionProvider" in runtime.ort_providers()
     if not cuda:
-        assert s.device == (f"openvino-cpu-{runtime.openvino_precision()}" if installed else "onnxruntime-cpu")
+        assert s.device == ("openvino-cpu-bf16" if openvino else "onnxruntime-cpu")
 
 
 def test_report_records_the_device(tmp_path, astronaut_bgr):
