@@ -66,7 +66,9 @@ AUTO_ORDER: tuple[str, ...] = ("cuda", "openvino", "coreml", "directml")
 #: OpenVINO was slower than onnxruntime fp32 in the table above, and bf16 on AVX-512 BF16 without
 #: AMX (this Zen 4) was ~8 % faster per call but no faster end to end (bench/speed.py, 1080p crowd,
 #: 4 s: 99.2 CPU s vs 96.5 for onnxruntime), so ``auto`` stays on onnxruntime there. On AMX Xeons
-#: the issue measured 345 vs 580 ms per call (1.7x); not re-measured here (no AMX machine).
+#: the issue measured 345 vs 580 ms per call (1.7x); not re-measured here (no AMX machine). At 4K
+#: (bench/speed.py --4k --4k-seconds 0.5) OpenVINO bf16 took 45.9 CPU s vs 59.9-63.2 and 2.6 GB
+#: peak vs 2.1 GB: one short run on a loaded machine, not enough to change the choice.
 AUTO_OPENVINO_PRECISIONS = ("bf16",)
 
 #: onnxruntime execution providers behind each device, in order of preference.
