@@ -54,6 +54,10 @@ log = logging.getLogger("anonymize")
 #:                                               not a device: its recall differs (heatmap 0.19)
 #: ===============================  ===========  =================================================
 #:
+#: Again at load 5.5 (``--rounds 5``): onnxruntime fp32 1192 / 1074, OpenVINO bf16 700 / 536,
+#: dynamic 701 / 640, OpenVINO fp32 1156 / 1008, onnxruntime int8 557 / 438: the per-call ratio
+#: moves with the machine's load (1.1x to 1.7x for bf16).
+#:
 #: The issue's earlier figures on an Intel Xeon with AMX (580 ms onnxruntime fp32, 345 ms OpenVINO
 #: bf16) put OpenVINO bf16 ahead by more there. GPUs come first where present: a discrete GPU
 #: beats any CPU path by an order of magnitude (CUDA figures are not yet measured here: see
