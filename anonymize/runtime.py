@@ -72,7 +72,12 @@ AUTO_ORDER: tuple[str, ...] = ("cuda", "openvino", "coreml", "directml")
 #: 4 s: 99.2 CPU s vs 96.5 for onnxruntime), so ``auto`` stays on onnxruntime there. On AMX Xeons
 #: the issue measured 345 vs 580 ms per call (1.7x); not re-measured here (no AMX machine). At 4K
 #: (bench/speed.py --4k --4k-seconds 0.5) OpenVINO bf16 took 45.9 CPU s vs 59.9-63.2 and 2.6 GB
-#: peak vs 2.1 GB: one short run on a loaded machine, not enough to change the choice.
+#: peak vs 2.1 GB. Rerun at 1080p at load 5.5 -> 2.9 (02:05): ``--device openvino`` 96.5 CPU s,
+#: 2.03 fps, 1132 MB vs ``--device cpu`` 125.6 CPU s and the commit before issue 20 129.2 CPU s,
+#: 1.62 fps, 862 MB: 1.3x less CPU on video. Not yet the ``auto`` choice on non-AMX CPUs because
+#: photos (the TTA detector's passes each a new input size, run by OpenVINO's slower dynamic-shape
+#: model) measured 2.6x slower on OpenVINO (bench/README.md); the next step is onnxruntime for
+#: sizes not yet compiled, then dropping the AMX condition here.
 AUTO_OPENVINO_PRECISIONS = ("bf16",)
 
 #: onnxruntime execution providers behind each device, in order of preference.
