@@ -68,8 +68,9 @@ AUTO_ORDER: tuple[str, ...] = ("cuda", "openvino", "coreml", "directml")
 
 #: OpenVINO CPU precisions that ``auto`` uses, and only on CPUs with AMX (:func:`has_amx`): fp32
 #: OpenVINO was slower than onnxruntime fp32 in the table above, and bf16 on AVX-512 BF16 without
-#: AMX (this Zen 4) was ~8 % faster per call but no faster end to end (bench/speed.py, 1080p crowd,
-#: 4 s: 99.2 CPU s vs 96.5 for onnxruntime), so ``auto`` stays on onnxruntime there. On AMX Xeons
+#: AMX (this Zen 4) was 1.1-1.7x faster per call (by load) and, in a run under load 26, no faster
+#: end to end (bench/speed.py, 1080p crowd, 4 s: 99.2 CPU s vs 96.5), so far ``auto`` stays on
+#: onnxruntime there (see the rerun below). On AMX Xeons
 #: the issue measured 345 vs 580 ms per call (1.7x); not re-measured here (no AMX machine). At 4K
 #: (bench/speed.py --4k --4k-seconds 0.5) OpenVINO bf16 took 45.9 CPU s vs 59.9-63.2 and 2.6 GB
 #: peak vs 2.1 GB. Rerun at 1080p at load 5.5 -> 2.9 (02:05): ``--device openvino`` 96.5 CPU s,
@@ -269,9 +270,9 @@ def _try(device: str, model: bytes | str, threads: int, auto: bool = False) -> t
     if device == "openvino":
         precision = openvino_precision()
         if auto and precision is not None and (precision not in AUTO_OPENVINO_PRECISIONS or not has_amx()):
-            return None, ("OpenVINO is installed but this CPU has no AMX: without it OpenVINO was measured no "
-                          "faster than onnxruntime end to end (bf16 on AVX-512 BF16) or slower (fp32); "
-                          "--device openvino still uses it (bench/backends.py, bench/speed.py)")
+            return None, ("OpenVINO is installed but this CPU has no AMX: auto uses it only with AMX (without it, "
+                          "fp32 was slower than onnxruntime and bf16 ran photos slower); --device openvino "
+                          "still uses it (bench/README.md)")
         if precision is not None:
             try:
                 return OpenVinoSession(model, threads, precision), ""
