@@ -133,14 +133,16 @@ class _Input:
 
 
 class OpenVinoSession(Session):
-    """An ONNX model on the OpenVINO runtime's CPU plugin.
+    """An ONNX model on the OpenVINO runtime's CPU plugin, for the input sizes that repeat.
 
-    The graphs have symbolic spatial sizes. OpenVINO runs them as they are (one model compiled for
-    any size), but a model compiled for the exact input shape is faster (CenterFace 1080p bf16:
-    ~950 vs ~1180 ms, bench/backends.py ``ov-bf16-dynamic``), and compiling takes about a second.
-    A video feeds one shape for its whole length, a photo's test-time passes a few shapes once
-    each; so a shape is compiled for once it has come :attr:`STATIC_AFTER` times (the dynamic model
-    serves until then), and the last :attr:`CACHE` such shapes are kept."""
+    The graphs have symbolic spatial sizes. A model compiled for the exact input shape is fastest
+    (CenterFace 1080p bf16), and compiling takes about a second; OpenVINO's dynamic-shape model
+    serves any size but slowly (photos through it ran 2.6x slower than on onnxruntime). A video
+    feeds one size for its whole length, a photo's test-time passes a few sizes once each. So a
+    size runs on an onnxruntime CPU session until it has come :attr:`STATIC_AFTER` times, then on
+    a model compiled for it (the last :attr:`CACHE` such sizes are kept). :attr:`device` says
+    which ran: ``openvino-cpu-<precision>`` once a size was compiled, else ``onnxruntime-cpu``.
+    ``static_shapes=False`` (for bench/backends.py): OpenVINO's dynamic model for every size."""
 
     CACHE = 4
     STATIC_AFTER = 3
@@ -161,14 +163,22 @@ class OpenVinoSession(Session):
         self._outputs = [p.get_any_name() for p in self._model.outputs]
         self._compiled: OrderedDict[tuple, Any] = OrderedDict()
         self._seen: dict[tuple, int] = {}
-        self._dynamic = None
         self._static = static_shapes
-        self.device = f"openvino-cpu-{precision}"
-        # Compile now, so that a model OpenVINO cannot take fails here (and falls back to the CPU
-        # provider in the factory), not on the first frame.
-        self._dynamic = self._core.compile_model(self._model, "CPU", self._config).create_infer_request()
+        self._precision = precision
+        self._used_openvino = False
+        self._dynamic = None
+        self._fallback = None
+        if static_shapes:
+            self._fallback = ort_cpu_session(model, threads)
+        else:
+            self._dynamic = self._core.compile_model(self._model, "CPU", self._config).create_infer_request()
+
+    @property
+    def device(self) -> str:
+        return f"openvino-cpu-{self._precision}" if self._used_openvino else "onnxruntime-cpu"
 
     def _request(self, feeds: dict[str, np.ndarray]):
+        """The compiled model for these inputs, or None: run them on onnxruntime."""
         if not self._static:
             return self._dynamic
         key = tuple((k, v.shape) for k, v in sorted(feeds.items()))
@@ -178,12 +188,18 @@ class OpenVinoSession(Session):
             return req
         self._seen[key] = n = self._seen.get(key, 0) + 1
         if n < self.STATIC_AFTER:
-            if len(self._seen) > 64:  # many one-off shapes (a folder of photos): forget them
+            if len(self._seen) > 64:  # many one-off sizes (a folder of photos): forget them
                 self._seen = {key: n}
-            return self._dynamic
+            return None
         model = self._model.clone()
         model.reshape({k: list(v.shape) for k, v in feeds.items()})
-        req = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+        try:
+            req = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+        except Exception as exc:  # a size OpenVINO cannot take: onnxruntime keeps it
+            _note(f"OpenVINO could not compile a model for {key} ({exc.__class__.__name__}); onnxruntime runs it",
+                  explicit=True)
+            self._seen[key] = -(1 << 30)
+            return None
         self._compiled[key] = req
         if len(self._compiled) > self.CACHE:
             self._compiled.popitem(last=False)
@@ -191,6 +207,9 @@ class OpenVinoSession(Session):
 
     def run(self, output_names, feeds):
         req = self._request(feeds)
+        if req is None:
+            return self._fallback.run(output_names, feeds)
+        self._used_openvino = True
         req.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
         names = self._outputs if output_names is None else output_names
         # copies: the request's output tensors are overwritten by its next call
@@ -269,10 +288,10 @@ def _try(device: str, model: bytes | str, threads: int, auto: bool = False) -> t
     the device beats onnxruntime's CPU provider."""
     if device == "openvino":
         precision = openvino_precision()
-        if auto and precision is not None and (precision not in AUTO_OPENVINO_PRECISIONS or not has_amx()):
-            return None, ("OpenVINO is installed but this CPU has no AMX: auto uses it only with AMX (without it, "
-                          "fp32 was slower than onnxruntime and bf16 ran photos slower); --device openvino "
-                          "still uses it (bench/README.md)")
+        if auto and precision is not None and precision not in AUTO_OPENVINO_PRECISIONS:
+            return None, (f"OpenVINO is installed but this CPU has no bf16 units, and OpenVINO {precision} was "
+                          "measured slower than onnxruntime's CPU provider; --device openvino still uses it "
+                          "(bench/README.md)")
         if precision is not None:
             try:
                 return OpenVinoSession(model, threads, precision), ""

@@ -49,10 +49,10 @@ def test_missing_device_falls_back_to_the_cpu_with_one_log_line(device, caplog):
 
 def test_auto_picks_from_the_measured_order():
     s = runtime.session(str(model_path("centerface")), threads=1, device="auto")
-    openvino = runtime.openvino_precision() == "bf16" and runtime.has_amx()
+    openvino = runtime.openvino_precision() == "bf16"
     cuda = "CUDAExecutionProvider" in runtime.ort_providers()
     if not cuda:
-        assert s.device == ("openvino-cpu-bf16" if openvino else "onnxruntime-cpu")
+        assert isinstance(s, runtime.OpenVinoSession if openvino else runtime.OrtSession)
 
 
 def test_report_records_the_device(tmp_path, astronaut_bgr):
@@ -81,12 +81,13 @@ def test_openvino_finds_the_same_faces_as_onnxruntime(precision):
     ov._session = runtime.OpenVinoSession(str(model_path("centerface")), 2, precision)
     blob = np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32)
     heat_ref = ref._session.run(["537"], {ref._input: blob})[0]
-    heat_ov = ov._session.run(["537"], {ov._input: blob})[0]
+    for _ in range(runtime.OpenVinoSession.STATIC_AFTER):  # the first calls of a size run on onnxruntime
+        heat_ov = ov._session.run(["537"], {ov._input: blob})[0]
+    assert ov._session._compiled
     assert heat_ov.shape == heat_ref.shape
     assert float(np.abs(heat_ov - heat_ref).max()) < (1e-3 if precision == "f32" else 0.05)
     a = ref.detect(img)
-    b = [ov.detect(img) for _ in range(runtime.OpenVinoSession.STATIC_AFTER)][-1]  # the shape's own model
-    assert ov._session._compiled
+    b = ov.detect(img)  # on the model compiled for this size
     assert len(a) >= 5 and len(a) == len(b)
     m = iou_matrix(a.boxes, b.boxes)
     assert (m.max(axis=1) >= 0.8).all() and (m.max(axis=0) >= 0.8).all()
@@ -94,12 +95,16 @@ def test_openvino_finds_the_same_faces_as_onnxruntime(precision):
 
 
 def test_openvino_device_runs_every_model():
-    """--device openvino builds every shipped model on OpenVINO (no silent CPU fallback), and a
-    second input size gets its own compiled model."""
+    """--device openvino builds every shipped model on OpenVINO (no silent CPU fallback): a size
+    seen once runs on onnxruntime (recorded so), a repeated one on a model compiled for it."""
     precision = _openvino()
     frame = cv2.imread(str(CROWD))
     for name in ("centerface", "person", "head", "text"):
         det = create(name, threads=1, device="openvino")
-        assert det.models()[0]["device"] == f"openvino-cpu-{precision}", name
-        det.detect(frame)
+        assert isinstance(det._session, runtime.OpenVinoSession), name
         det.detect(cv2.resize(frame, (320, 256)))
+        if name != "text":  # the text detector's extra passes repeat one size within a call
+            assert det.models()[0]["device"] == "onnxruntime-cpu", name
+        for _ in range(runtime.OpenVinoSession.STATIC_AFTER):
+            det.detect(frame)
+        assert det.models()[0]["device"] == f"openvino-cpu-{precision}", name
