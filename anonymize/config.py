@@ -268,7 +268,7 @@ TABLE: tuple[Option, ...] = (
     # Falling back is never an error: the output is the same, only slower; the report records
     # the device each model ran on (models[i].device) and one log line says why.
     Option("device", str, "auto", "where the detectors run: auto (the fastest installed: CUDA, OpenVINO on CPUs with "
-           "AMX, CoreML, DirectML, else CPU), cpu (onnxruntime), cuda, coreml, directml, openvino; an unavailable device falls "
+           "bf16 units, CoreML, DirectML, else CPU), cpu (onnxruntime), cuda, coreml, directml, openvino; an unavailable device falls "
            "back to the CPU with a warning", GROUP_PERF, choices=DEVICES),
     Option("ffmpeg_threads", int, 0, "threads for each ffmpeg decoder/encoder (0 = ffmpeg's default)",
            GROUP_PERF, min=0, max=256, metavar="N"),

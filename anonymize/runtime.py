@@ -11,7 +11,7 @@
   and fp32 elsewhere; or onnxruntime's OpenVINO provider (``onnxruntime-openvino``) when that is
   what is installed.
 * ``auto`` (the default): the first entry of :data:`AUTO_ORDER` that is installed and builds a
-  session (OpenVINO only on CPUs with AMX: :data:`AUTO_OPENVINO_PRECISIONS`), else the CPU.
+  session (OpenVINO only on CPUs with bf16 units: :data:`AUTO_OPENVINO_PRECISIONS`), else the CPU.
 
 A device that is asked for but not installed, or whose session fails to build, is never an
 error: the model runs on onnxruntime's CPU instead (the output is the same, only slower) and one
@@ -66,19 +66,17 @@ log = logging.getLogger("anonymize")
 #: and before the plain CPU provider, which any GPU is expected to beat; to be measured.
 AUTO_ORDER: tuple[str, ...] = ("cuda", "openvino", "coreml", "directml")
 
-#: OpenVINO CPU precisions that ``auto`` uses, and only on CPUs with AMX (:func:`has_amx`): fp32
+#: OpenVINO CPU precisions that ``auto`` uses (bf16: CPUs with AMX or AVX-512 BF16): fp32
 #: OpenVINO was slower than onnxruntime fp32 in the table above, and bf16 on AVX-512 BF16 without
 #: AMX (this Zen 4) was 1.1-1.7x faster per call (by load) and, in a run under load 26, no faster
-#: end to end (bench/speed.py, 1080p crowd, 4 s: 99.2 CPU s vs 96.5), so far ``auto`` stays on
-#: onnxruntime there (see the rerun below). On AMX Xeons
+#: end to end (bench/speed.py, 1080p crowd, 4 s: 99.2 CPU s vs 96.5; see the rerun below). On AMX Xeons
 #: the issue measured 345 vs 580 ms per call (1.7x); not re-measured here (no AMX machine). At 4K
 #: (bench/speed.py --4k --4k-seconds 0.5) OpenVINO bf16 took 45.9 CPU s vs 59.9-63.2 and 2.6 GB
 #: peak vs 2.1 GB. Rerun at 1080p at load 5.5 -> 2.9 (02:05): ``--device openvino`` 96.5 CPU s,
 #: 2.03 fps, 1132 MB vs ``--device cpu`` 125.6 CPU s and the commit before issue 20 129.2 CPU s,
-#: 1.62 fps, 862 MB: 1.3x less CPU on video. Not yet the ``auto`` choice on non-AMX CPUs because
-#: photos (the TTA detector's passes each a new input size, run by OpenVINO's slower dynamic-shape
-#: model) measured 2.6x slower on OpenVINO (bench/README.md); the next step is onnxruntime for
-#: sizes not yet compiled, then dropping the AMX condition here.
+#: 1.62 fps, 862 MB: 1.3x less CPU on video. Photos (the TTA detector's passes each a new input
+#: size) measured 2.6x slower through OpenVINO's dynamic-shape model, so sizes not yet repeated run
+#: on onnxruntime (:class:`OpenVinoSession`); with that, ``auto`` takes OpenVINO bf16 here too.
 AUTO_OPENVINO_PRECISIONS = ("bf16",)
 
 #: onnxruntime execution providers behind each device, in order of preference.
@@ -268,19 +266,6 @@ def openvino_precision() -> str | None:
         return None
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return "bf16" if "BF16" in caps else "f32"
-
-
-def has_amx() -> bool:
-    """Whether the CPU has Intel AMX tiles for bf16 (Linux: /proc/cpuinfo's ``amx_bf16`` flag; other
-    systems: False, so ``auto`` stays on onnxruntime there unless asked)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
-    except OSError:
-        pass
-    return False
 
 
 def _try(device: str, model: bytes | str, threads: int, auto: bool = False) -> tuple[Session | None, str]:
