@@ -34,6 +34,9 @@ MASKS = ("blur", "pixelate", "solid")
 #: Encoder presets of :data:`anonymize.video.QUALITY`.
 QUALITIES = ("fast", "balanced", "archive")
 #: x264's presets (``--preset`` overrides the one ``quality`` picks).
+#: Where the models run (``--device``; anonymize/runtime.py): auto picks the fastest installed
+#: runtime by a measured table (anonymize.runtime.AUTO_ORDER), falling back to the CPU.
+DEVICES = ("auto", "cpu", "cuda", "coreml", "directml", "openvino")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow", "placebo")
 
@@ -288,6 +291,11 @@ TABLE: tuple[Option, ...] = (
     # --- performance
     Option("threads", int, 0, "CPU threads for the detector (0 = onnxruntime's default)", GROUP_PERF,
            min=0, max=256, metavar="N"),
+    # Falling back is never an error: the output is the same, only slower; the report records
+    # the device each model ran on (models[i].device) and one log line says why.
+    Option("device", str, "auto", "where the detectors run: auto (the fastest installed: CUDA, OpenVINO on CPUs with "
+           "bf16 units, CoreML, DirectML, else CPU), cpu (onnxruntime), cuda, coreml, directml, openvino; an unavailable device falls "
+           "back to the CPU with a warning", GROUP_PERF, choices=DEVICES),
     Option("ffmpeg_threads", int, 0, "threads for each ffmpeg decoder/encoder (0 = ffmpeg's default)",
            GROUP_PERF, min=0, max=256, metavar="N"),
 )
@@ -352,6 +360,7 @@ class Options:
     on_error: str = _default("on_error")
     threads: int = _default("threads")
     ffmpeg_threads: int = _default("ffmpeg_threads")
+    device: str = _default("device")
     seed: int | None = _default("seed")
 
     def __post_init__(self) -> None:

@@ -61,13 +61,13 @@ class Engine:
         if "faces" in options.marks:
             self.detector = create_detector(options.detector, threshold=options.threshold,
                                             scale=options.detect_scale, threads=options.threads, pad=options.pad,
-                                            edge=options.edge_detect)
+                                            edge=options.edge_detect, device=options.device)
         # cheap pass for the frames between full detections (video with detect_every > 1)
         self.between = None
         if self.detector is not None and options.detect_every > 1 and options.between_scale > 0:
             self.between = create_detector(options.detector, threshold=options.threshold,
                                            scale=options.detect_scale * options.between_scale, threads=options.threads,
-                                           pad=options.pad, edge=options.edge_detect)
+                                           pad=options.pad, edge=options.edge_detect, device=options.device)
         #: detectors of the other marks, by registry name (one text detector serves plates and text)
         self.mark_detectors: dict[str, Detector] = {}
         for mark in options.marks:
@@ -76,7 +76,7 @@ class Engine:
                 continue
             if name not in DETECTORS:
                 raise ModelError(f"--marks {mark}: the {name!r} detector is not installed")
-            self.mark_detectors[name] = create_detector(name, threads=options.threads)
+            self.mark_detectors[name] = create_detector(name, threads=options.threads, device=options.device)
         self.mask = create_mask(options.mask, seed=options.seed)
         self._photo_detector: Detector | None = None
 
@@ -96,7 +96,7 @@ class Engine:
                 if kwargs.get("vote", 0) > o.photo_threshold:  # the vote looks at scores below the threshold
                     kwargs["vote"] = o.photo_threshold
             self._photo_detector = create_detector(o.photo_detector, scale=o.detect_scale, threads=o.threads,
-                                                   edge=o.edge_detect, **kwargs)
+                                                   edge=o.edge_detect, device=o.device, **kwargs)
         return self._photo_detector
 
     def models(self) -> list[dict]:

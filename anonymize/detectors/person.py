@@ -102,12 +102,13 @@ class PersonDetector(Detector):
     kinds = ("person",)
 
     def __init__(self, threshold: float | None = 0.3, scale: float = 1.0, threads: int = 0,
-                 tiles: int = 2, nms_iou: float = 0.5, min_threshold: float = 0.3, **_ignored) -> None:
+                 tiles: int = 2, nms_iou: float = 0.5, min_threshold: float = 0.3, device: str = "cpu",
+                 **_ignored) -> None:
         if tiles < 1:
             raise ValueError(f"tiles must be >= 1, got {tiles}")
         self.threshold = max(float(threshold if threshold is not None else min_threshold), float(min_threshold))
         self.tiles, self.nms_iou = int(tiles), float(nms_iou)
-        self._session = cpu_session(str(model_path("ssdlite-person")), threads)
+        self._session = cpu_session(str(model_path("ssdlite-person")), threads, device)
         self._anchors = _anchors()
 
     def person_boxes(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +165,7 @@ class PersonDetector(Detector):
         return Regions(boxes, scores, np.full(len(boxes), "person", object))
 
     def models(self) -> list[dict]:
-        return [model_info("ssdlite-person")]
+        return [dict(model_info("ssdlite-person"), device=self._session.device)]
 
 
 def head_boxes(person: np.ndarray, width: float = 0.8, height: float = 0.8, lift: float = 0.1) -> np.ndarray:

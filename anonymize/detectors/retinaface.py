@@ -54,16 +54,17 @@ class RetinaFaceAudit(Detector):
     kinds = ("face",)
 
     def __init__(self, threshold: float = 0.5, scale: float = 2.0, flip: bool = True, max_side: int = 4096,
-                 threads: int = 0, big_scale: float | None = None, pad: float = 0.0, edge: float = 0.0):
+                 threads: int = 0, big_scale: float | None = None, pad: float = 0.0, edge: float = 0.0,
+                 device: str = "cpu"):
         """``pad`` grows the boxes :meth:`detect` returns by that many pixels per side, as the
         masking detectors do (the pipeline passes it, and ``edge``, which this detector does not
         use: it is registered so that ``create("retinaface-audit")`` works like any other)."""
-        self.session = cpu_session(_retinaface_weights(), threads)
+        self.session = cpu_session(_retinaface_weights(), threads, device)
         self.threshold, self.scale, self.flip, self.max_side = threshold, scale, flip, max_side
         self.big_scale, self.pad = big_scale, pad
 
     def models(self) -> list[dict]:
-        return [model_info(MODEL)]
+        return [dict(model_info(MODEL), device=self.session.device)]
 
     def detect(self, frame: np.ndarray) -> Regions:
         """Union of the looks (:meth:`looks`), overlapping boxes suppressed (NMS, IoU 0.4), grown

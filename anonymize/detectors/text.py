@@ -115,7 +115,7 @@ class TextDetector(Detector):
                  model: str = "ppocr-det-v6s", max_side: int = 960, bin_threshold: float = 0.3,
                  box_threshold: float = 0.5, unclip: float = 1.5, pad: float = 0.15,
                  max_height: float = 0.25, max_regions: int = 1000, inverted_side: int = 640,
-                 swapped_side: int = 640, **_ignored) -> None:
+                 swapped_side: int = 640, device: str = "cpu", **_ignored) -> None:
         del threshold, scale  # the face detector's settings (see the class docstring)
         if max_side < _ALIGN:
             raise ValueError(f"max_side must be >= {_ALIGN}, got {max_side}")
@@ -137,7 +137,7 @@ class TextDetector(Detector):
         mean, std = (np.asarray(v, np.float64) for v in _NORMS[model])
         # x * scale + shift per channel == (x / 255 - mean) / std
         self._scale, self._shift = (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
-        self._session = cpu_session(str(model_path(model)), threads)
+        self._session = cpu_session(str(model_path(model)), threads, device)
         self._input = self._session.get_inputs()[0].name
 
     def input_size(self, h: int, w: int, max_side: int | None = None) -> tuple[int, int]:
@@ -223,4 +223,4 @@ class TextDetector(Detector):
         return np.asarray(rects, np.float32).reshape(-1, 5), np.asarray(kept, np.float32)
 
     def models(self) -> list[dict]:
-        return [model_info(self.model)]
+        return [dict(model_info(self.model), device=self._session.device)]

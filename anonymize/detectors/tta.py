@@ -121,7 +121,7 @@ class CenterFaceTTA(CenterFace):
                  tile_scale: float = 1.5, tile_overlap: float = 0.1, fuse_iou: float = 0.5,
                  fusion: str = "wbf", vote: float | None = None, vote_sum: float | None = None,
                  tall: tuple[float, float] | None = None, grow: tuple[float, float] | None = None,
-                 edge: float = 0.0, max_pixels: int | None = None) -> None:
+                 edge: float = 0.0, max_pixels: int | None = None, device: str = "cpu") -> None:
         if max_pixels is not None and max_pixels < 4 * _TILE_OVERLAP ** 2:
             raise ValueError(f"max_pixels must be at least {4 * _TILE_OVERLAP ** 2}")
         self.max_pixels = None if max_pixels is None else int(max_pixels)
@@ -139,7 +139,8 @@ class CenterFaceTTA(CenterFace):
             raise ValueError("grow needs tall and is a (factor >= 1, below) pair")
         if fusion not in MODES:
             raise ValueError(f"fusion must be one of {MODES}, got {fusion!r}")
-        super().__init__(threshold=threshold, scale=scale, threads=threads, nms_iou=nms_iou, pad=pad, edge=edge)
+        super().__init__(threshold=threshold, scale=scale, threads=threads, nms_iou=nms_iou, pad=pad, edge=edge,
+                         device=device)
         self.scales, self.tiles = tuple(float(s) for s in scales), int(tiles)
         self.flip = bool(flip) if isinstance(flip, (bool, int)) else tuple(float(s) for s in flip)
         self.tile_scale, self.tile_overlap = float(tile_scale), float(tile_overlap)
