@@ -235,9 +235,10 @@ TABLE: tuple[Option, ...] = (
     # tag) are found only by a pass on the turned frame; "auto" probes for them cheaply (half-size
     # turned views every --hold-before seconds) and runs full turned passes only where the probe
     # found one. Measured with bench/rotation.py (figures in anonymize/rotation.py's docstring).
-    Option("rotated_faces", str, "auto", "faces shown sideways or upside down: auto (probe turned views "
-           "every --hold-before seconds, full passes where a face is found), always (full passes at 90, "
-           "180 and 270 degrees on every detection), off", GROUP_DETECT, choices=ROTATED_FACES),
+    Option("rotated_faces", str, "auto", "faces shown sideways or upside down: auto (on video that carries a "
+           "display rotation tag: probe turned views every --hold-before seconds, full passes where a face "
+           "is found; off for untagged video and photos), always (full passes at 90, 180 and 270 degrees on "
+           "every detection, video and photos), off", GROUP_DETECT, choices=ROTATED_FACES),
     Option("on_error", str, "fail", "fail: stop and write nothing; mask-frame: mask whole every frame whose "
            "detection fails", GROUP_DETECT, choices=ON_ERROR),
     # --- video

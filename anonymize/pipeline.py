@@ -34,7 +34,7 @@ from .plan import Geometry
 from .regions import Regions
 from .regions_source import LiveRegions, PlanRegions, RegionSource, photo_regions
 from .report import FileReport
-from .rotation import photo_turned
+from .rotation import photo_mode, photo_turned
 from .video import EncodeSettings, VideoDecoder, VideoEncoder, damage_warning
 
 log = logging.getLogger("anonymize")
@@ -154,7 +154,7 @@ def process_photo(src: Path, dst: Path | None, engine: Engine, report: FileRepor
     if engine.detector is not None:  # faces shown sideways or upside down (anonymize/rotation.py)
         found = Regions.merge([found, photo_turned(lambda img: engine.detect(img, marks=False),
                                                    lambda img: engine.detect(img, marks=False, photo=True),
-                                                   image, found, engine.options.rotated_faces)])
+                                                   image, found, photo_mode(engine.options.rotated_faces))])
     raw = photo_regions(found)
     g = engine.geometry("photo", w, h)
     _photo_out(image, info, raw, g, engine.mask, noise, dst, report)
@@ -228,7 +228,7 @@ def process_video(src: Path, dst: Path | None, engine: Engine, report: FileRepor
     """Detect, track and mask one video (``dst`` None: detect only, no encoder, nothing written)."""
     info = probe(src)
     check_video_streams(src, info)  # before the tracker reads the stream's frame rate
-    source = LiveRegions(engine, engine.options, float(info.video.fps or 30))
+    source = LiveRegions(engine, engine.options, float(info.video.fps or 30), info.video.rotation)
     run_video(src, dst, info, source, lambda w, h: engine.geometry("video", w, h), engine.mask, noise,
               engine.options, report, on_frame)
 

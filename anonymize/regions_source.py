@@ -15,7 +15,7 @@ import numpy as np
 from .errors import InputError
 from .regions import Regions, iou_matrix
 from .relook import SecondLook
-from .rotation import RotationWatch
+from .rotation import RotationWatch, video_mode
 from .schedule import DetectionSchedule, SceneCuts
 from .track import Tracker, TrackerSettings
 from .video import Frame
@@ -40,10 +40,13 @@ class RegionSource(Protocol):
 class LiveRegions:
     """Detectors and tracker: detect -> track, as the one-shot run does."""
 
-    def __init__(self, engine: "Engine", options: "Options", fps: float):
+    def __init__(self, engine: "Engine", options: "Options", fps: float, rotation_tag: float = 0.0):
         self.engine = engine
         self.options = options
         self.fps = fps
+        #: the stream's display rotation (degrees): under ``rotated_faces="auto"`` only a tagged
+        #: stream gets the turned passes (see :func:`.rotation.video_mode`)
+        self.rotation_tag = rotation_tag
         #: the last file's turned-face passes (counts for the report and bench/rotation.py)
         self.rotation: RotationWatch | None = None
         settings = TrackerSettings.from_seconds(fps, options.hold_before, options.hold_after, options.max_gap)
@@ -82,9 +85,10 @@ class LiveRegions:
         marks = DetectionSchedule(self.options.marks_every)
         engine = self.engine
         turned = None
-        if engine.detector is not None:
+        mode = video_mode(self.options.rotated_faces, self.rotation_tag)
+        if engine.detector is not None and mode != "off":
             turned = RotationWatch.for_video(lambda img: engine.detect(img, full=True, marks=False),
-                                             self.options.rotated_faces, self.fps, self.options.hold_before)
+                                             mode, self.fps, self.options.hold_before)
         self.rotation = turned
         for frame in frames:
             cut = cuts(frame.image)  # once per frame, for both schedules
