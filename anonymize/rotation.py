@@ -5,8 +5,11 @@ people lying on the ground, a camera held sideways, or upright video carrying a 
 tag (ffmpeg applies the tag, so its frames come out turned). A pass on the turned frame finds
 them; its boxes are turned back into frame pixels.
 
-Turned passes on every frame would cost three times the face detection, so by default
-(``rotated_faces="auto"``) a cheap probe looks for turned faces on a schedule and a full pass runs
+Which files get them (:func:`video_mode`, :func:`photo_mode`): under the default
+``rotated_faces="auto"`` only video whose stream carries a display rotation tag; untagged video and
+photos only with ``"always"`` (on upright footage the turned boxes of upright faces disturbed the
+tracker). Turned passes on every frame would cost three times the face detection, so in
+``"auto"`` a cheap probe looks for turned faces on a schedule and a full pass runs
 only at the angles where the probe (or a full pass) recently found one:
 
 - the **probe** runs the face detector on the frame turned by each angle, shrunk to half size
