@@ -33,7 +33,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from ..config import Options
 from ..errors import AnonymizeError
-from ..service.upload import UploadError, receive, sniff
+from ..service.upload import UploadError, receive_media
 
 log = logging.getLogger("anonymize.app")
 
@@ -403,13 +403,9 @@ def create_app(session: Session, host: str, port: int) -> Guard:
         tmp.mkdir(mode=0o700)
         try:
             try:
-                up = await receive(request, tmp, MAX_UPLOAD_BYTES)
+                up, kind, ext = await receive_media(request, tmp, MAX_UPLOAD_BYTES)
             except UploadError as exc:
                 raise HTTPException(exc.status, exc.message) from None
-            found = sniff(up.head)
-            if found is None:
-                raise HTTPException(415, "not a photo (JPEG, PNG, WebP, HEIC) or video (MP4, MOV, MKV, WebM, AVI)")
-            kind, ext = found
             item = session.new_item(name, kind, ext)
             up.path.replace(item.src)
         finally:

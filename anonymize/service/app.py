@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from . import worker
 from .core import Service, options_from_json
 from .store import Job, new_job_id
-from .upload import UploadError, receive, sniff
+from .upload import UploadError, receive_media
 from .webhook import CallbackError, check_url
 
 log = logging.getLogger("anonymize.service")
@@ -143,14 +143,9 @@ def create_app(service: Service) -> FastAPI:
 
     async def _accept(request: Request, job_id: str, folder, who: str, idem: str | None) -> Job:
         try:
-            up = await receive(request, folder, max_bytes)
+            up, kind, ext = await receive_media(request, folder, max_bytes)
         except UploadError as exc:
             raise HTTPException(exc.status, exc.message) from None
-        found = sniff(up.head)
-        if found is None:
-            raise HTTPException(415, "the file is not a supported photo (JPEG, PNG, WebP, HEIC) or video "
-                                     "(MP4, MOV, MKV, WebM, AVI)")
-        kind, ext = found
         try:
             raw = json.loads(up.fields.get("options") or "{}", parse_constant=_no_constants)
             options = options_from_json(raw)

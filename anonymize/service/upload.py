@@ -149,6 +149,20 @@ async def receive(request, folder: Path, max_bytes: int) -> Upload:
     return up
 
 
+#: The answer to an upload :func:`sniff` does not recognise (the service and the page).
+UNSUPPORTED = "the file is not a supported photo (JPEG, PNG, WebP, HEIC) or video (MP4, MOV, MKV, WebM, AVI)"
+
+
+async def receive_media(request, folder: Path, max_bytes: int) -> tuple[Upload, str, str]:
+    """:func:`receive`, then :func:`sniff` of what arrived: ``(upload, kind, ext)``. Raises
+    UploadError (415 :data:`UNSUPPORTED`) when the file is neither a photo nor a video we read."""
+    up = await receive(request, folder, max_bytes)
+    found = sniff(up.head)
+    if found is None:
+        raise UploadError(415, UNSUPPORTED)
+    return up, *found
+
+
 def _discard(out: dict, target: Path) -> None:
     if out["fh"] is not None:
         out["fh"].close()
