@@ -26,6 +26,7 @@ import pytest
 
 from anonymize.service.auth import Keys, signing_secret
 from anonymize.service.cli import serve_main
+from anonymize.service.hosts import loopback_request
 from anonymize.service.upload import sniff
 from anonymize.service.webhook import CallbackError, check_url, sign, verify
 
@@ -243,6 +244,34 @@ def test_refuses_public_address_without_keys(tmp_path, capsys):
     assert serve_main(["--data", str(tmp_path / "d"), "--keys", str(short)]) == 2
     assert serve_main(["--data", str(tmp_path / "d"), "--workers", "0"]) == 2
     assert serve_main(["--data", str(tmp_path / "d"), "--max-upload-mb", "nan"]) == 2
+
+
+def test_loopback_names():
+    assert loopback_request("127.0.0.1:8000", None) and loopback_request("localhost", None)
+    assert loopback_request("[::1]:8000", "http://[::1]:8000") and loopback_request("127.0.0.1", "http://localhost:9")
+    assert not loopback_request(None, None)
+    assert not loopback_request("attacker.example:8000", None)  # DNS rebinding: the page's own name
+    assert not loopback_request("127.0.0.1.attacker.example", None)
+    assert not loopback_request("127.0.0.1:8000", "http://attacker.example")  # a cross-site form or fetch
+    assert not loopback_request("127.0.0.1:8000", "null")  # sandboxed frames and file: pages
+
+
+def test_loopback_server_refuses_other_names(server, media):
+    """A browser page that rebinds its own name to 127.0.0.1 sends that name as Host; a cross-site
+    form sends its Origin: both get 403 before any route runs, even with a valid key, and no job
+    is made. The loopback's own names (and programs sending no Origin) are served."""
+    with server.client() as c:
+        before = sorted(server.data.rglob("*"))
+        for headers in ({"Host": f"attacker.example:{server.port}"},
+                        {"Origin": "http://attacker.example"},
+                        {"Host": f"attacker.example:{server.port}", "Origin": f"http://attacker.example:{server.port}"}):
+            for method, path in (("GET", "/v1/jobs/x"), ("GET", "/healthz"), ("POST", "/v1/jobs")):
+                files = {"file": ("a.jpg", media["photo"].read_bytes(), "image/jpeg")} if method == "POST" else None
+                r = c.request(method, path, headers=headers, files=files)
+                assert r.status_code == 403, (headers, method, path, r.status_code)
+        assert sorted(server.data.rglob("*")) == before
+        assert c.get("/healthz", headers={"Host": f"localhost:{server.port}"}).status_code == 200
+        assert c.get("/v1/jobs/x", headers={"Origin": f"http://127.0.0.1:{server.port}"}).status_code == 404
 
 
 def test_cli_dispatches_serve(capsys):

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from . import worker
 from .core import Service, options_from_json
+from .hosts import LoopbackOnly, is_loopback
 from .store import Job, new_job_id
 from .upload import UploadError, receive_media
 from .webhook import CallbackError, check_url
@@ -99,6 +100,8 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="anonymize", version="1", lifespan=lifespan,
                   description="Upload a photo or video; get it back with every face masked and its metadata "
                               "removed. See docs/service.md.")
+    if is_loopback(service.settings.host):  # DNS rebinding and cross-site requests: see hosts.py
+        app.add_middleware(LoopbackOnly)
     bearer = HTTPBearer(auto_error=False, description="one of the server's --keys")
     max_bytes = int(service.settings.max_upload_mb * (1 << 20))
 

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import math
 import sys
 from pathlib import Path
 
 from .auth import Keys
+from .hosts import is_loopback
 
 log = logging.getLogger("anonymize.service")
 
@@ -62,15 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     for row in RUN_TABLE:  # --engine local|ray, --ray-address: the same rows as the batch's
         add_option(p, row)
     return p
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve_main(argv: list[str]) -> int:
