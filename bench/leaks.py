@@ -39,6 +39,13 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def detected_in(f: list, rec: dict) -> bool:
+    """Whether a detection of that frame (raw box) overlaps the face ``f`` at IoU >= 0.3."""
+    gt = (f[0], f[1], f[0] + f[2], f[1] + f[3])
+    return any(r["kind"] == "face" and r["source"] == "detected" and iou(r["box"], gt) >= 0.3
+               for r in rec.get("raw", []))
+
+
 def classify(faces_by_frame: dict[int, tuple], covers: dict[int, float], records: dict[int, dict],
              h: int, w: int) -> list[tuple]:
     """``(frame, kind, height, cover, detected, source)`` for each unmasked frame of one face."""
@@ -50,10 +57,8 @@ def classify(faces_by_frame: dict[int, tuple], covers: dict[int, float], records
         if c >= recall.wider.COVER:
             continue
         f = faces_by_frame[i]
-        gt = (f[0], f[1], f[0] + f[2], f[1] + f[3])
         rec = records.get(i, {"regions": [], "raw": []})
-        detected = any(r["kind"] == "face" and r["source"] == "detected" and iou(r["box"], gt) >= 0.3
-                       for r in rec.get("raw", []))
+        detected = detected_in(f, rec)
         # the region covering most of the face
         best, src = 0.0, "-"
         box = recall.int_box(*f[:4])
@@ -93,7 +98,7 @@ def main() -> None:
     cache = recall.DetectionCache() if args.cache_detections else None
     clips = video_set.clips(args.part, set(recall.pick_clip_photos(6)))[:args.clips_limit]
     kinds: Counter = Counter()
-    leaked = counted = 0
+    leaked = counted = never = 0
     with tempfile.TemporaryDirectory(prefix="anonymize-leaks-"):
         for name, seed in clips:
             mp4, meta = video_set.make(name, seed)
@@ -122,13 +127,16 @@ def main() -> None:
                 leaked += 1
                 here = Counter(k for _, k, *_ in bad)
                 kinds.update({k: 1 for k in here})
-                span = f"frames {min(by_frame)}-{max(by_frame)}"
+                hits = sum(detected_in(f, records.get(i, {})) for i, f in by_frame.items())
+                never += hits == 0
+                span = f"frames {min(by_frame)}-{max(by_frame)}, detected in {hits}"
                 print(f"{name} s{seed} {meta['motion']} face {fid} ({span}): " + ", ".join(
                     f"{n} {k}" for k, n in here.most_common()))
                 for i, kind, bh, c, det, src in bad[:12]:
                     print(f"    frame {i:3d} {kind:10s} {bh:4d} px cover {c:.2f} "
                           f"{'detected' if det else 'not detected'}, best region {src}")
-    print(f"{leaked} of {counted} counted tracks leaked; tracks with each kind: {dict(kinds)}")
+    print(f"{leaked} of {counted} counted tracks leaked ({never} never detected in any frame); "
+          f"tracks with each kind: {dict(kinds)}")
 
 
 if __name__ == "__main__":
