@@ -260,6 +260,12 @@ TABLE: tuple[Option, ...] = (
     # and missed frames, but leaked 7 tracks of 192 instead of 4 (in crowds moving a face width
     # per frame its lower threshold links a track to a neighbour), frame masked outside faces
     # 12.7 -> 13.5 %, and it costs ~60 ms per 720p frame here. See anonymize/relook.py.
+    # On the grown tune part (80 clips, 858 tracks, --cache-detections): leaked 26 -> 24,
+    # unmasked face-frames in counted tracks 356 -> 320, outside faces 18.4 -> 19.1 %, wall
+    # 67 -> 97 ms per frame; its backward half alone (look_missed_hits=100000, the "backward
+    # pass": a new track looked for in the buffered frames before it) leaked 28, 350 frames,
+    # 18.8 %. Still off: the gain is two tracks in 858 for +45 % time and most of the points
+    # left under the issue-21 cost limit (zoom holds, anonymize/track.py, gained as much for less).
     # A face cut by the frame edge that no track knew before (a big face swept in by a pan or a
     # zoom out) is missed by the full-frame pass; one more pass on the frame shrunk by this
     # factor and reflected at its edges finds it whole (anonymize/regions_source.py, EdgePass).

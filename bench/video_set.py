@@ -25,10 +25,13 @@ so the bench can score faces cut by the frame edge.
 The split (fixed before any tuning, and never to be tuned on): photos are ranked within each of the
 five event folders by the SHA-256 of their name; a photo belongs to ``validation`` when that hash
 is even, to ``tune`` when odd. Photos of the six classic clips are left out of both. Each part
-takes the first ``PHOTOS_PER_EVENT`` eligible photos (at least ``MIN_FACES`` faces >= 16 px and at
+takes the first ``SIZES[part][0]`` eligible photos (at least ``MIN_FACES`` faces >= 16 px and at
 most ``MAX_FACES`` faces in all, so one huge crowd does not dominate and a clip stays quick to
-process) of every event in hash order, and makes ``SEEDS_PER_PHOTO`` clips of each (seeds 1, 2,
-...: different motions of one photo).
+process) of every event in hash order, and makes ``SIZES[part][1]`` clips of each (seeds 1, 2,
+...: different motions of one photo). The tune part was grown (issue 21, second session) from 2
+photos x 2 seeds per event to 4 x 4 (80 clips: more leaks to learn from); its first 20 clips are
+the first session's. The validation part keeps its 20 clips (its earlier figure stays comparable);
+the split itself is unchanged, so no validation photo ever enters the tune part.
 """
 from __future__ import annotations
 
@@ -45,8 +48,8 @@ import numpy as np
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
 CLIP_CACHE = Path("/tmp/anonymize-bench/clips")
 PARTS = ("tune", "validation")
-PHOTOS_PER_EVENT = 2
-SEEDS_PER_PHOTO = 2
+#: (photos per event folder, seeds per photo) of each part
+SIZES = {"tune": (4, 4), "validation": (2, 2)}
 MIN_FACES = 6
 MAX_FACES = 120
 SIZE = (1280, 720)
@@ -72,10 +75,11 @@ def _hash(name: str) -> int:
     return int(hashlib.sha256(name.encode()).hexdigest(), 16)
 
 
-def pick(part: str, gt: dict[str, list], exclude: set[str], per_event: int = PHOTOS_PER_EVENT) -> list[str]:
+def pick(part: str, gt: dict[str, list], exclude: set[str], per_event: int | None = None) -> list[str]:
     """The photos of ``part``: per event folder, the first ``per_event`` eligible ones in hash order."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}")
+    per_event = SIZES[part][0] if per_event is None else per_event
     by_event: dict[str, list[str]] = {}
     for name, boxes in gt.items():
         if name in exclude or part_of(name) != part:
@@ -88,11 +92,15 @@ def pick(part: str, gt: dict[str, list], exclude: set[str], per_event: int = PHO
     return out
 
 
-def clips(part: str, exclude: set[str], per_event: int = PHOTOS_PER_EVENT,
-          seeds: int = SEEDS_PER_PHOTO) -> list[tuple[str, int]]:
-    """``(photo, seed)`` of every clip of ``part``."""
+def clips(part: str, exclude: set[str], per_event: int | None = None,
+          seeds: int | None = None) -> list[tuple[str, int]]:
+    """``(photo, seed)`` of every clip of ``part``: the first session's clips (2 photos per
+    event, seeds 1-2) first, then the rest, so ``--clips-limit 20`` still runs those."""
     gt = _tool().wider.load_gt(EVAL / "widerface" / "gt.txt")
-    return [(name, s) for name in pick(part, gt, exclude, per_event) for s in range(1, seeds + 1)]
+    per_event, seeds = SIZES[part] if per_event is None else (per_event, seeds or SIZES[part][1])
+    first = [(n, s) for n in pick(part, gt, exclude, min(2, per_event)) for s in range(1, min(2, seeds) + 1)]
+    every = [(n, s) for n in pick(part, gt, exclude, per_event) for s in range(1, seeds + 1)]
+    return first + [c for c in every if c not in first]
 
 
 def camera(rng: np.random.Generator, iw: int, ih: int, n: int, aspect: float) -> tuple[str, np.ndarray]:

@@ -153,3 +153,33 @@ def test_jitter_growth_grows_jittery_tracks_only():
         left = a.boxes[:, 0] < 200
         np.testing.assert_allclose(a.boxes[left], b.boxes[left], atol=1e-4)  # smooth: unchanged
         assert (b.widths[~left] > a.widths[~left] + 2).all()  # shaky: grown by a few pixels
+
+
+def _grown_box(cx: float, cy: float, f: int, rate: float, size0: float = 40.0) -> list[float]:
+    half = size0 * rate ** f / 2
+    return [cx - half, cy - half, cx + half, cy + half]
+
+
+def test_zoom_holds_grow_held_boxes_as_the_face_grows():
+    # a face growing 4 % a frame (a zoom in) detected in frames 0-9, then missed in 10-15
+    true = {f: _grown_box(200, 200, f, 1.04) for f in range(16)}
+    dets = {f: [true[f]] for f in range(10)}
+    plain = dict(_run(dets, 16, TrackerSettings(jitter_growth=0.0, zoom_holds=False)))
+    zoom = dict(_run(dets, 16, TrackerSettings(jitter_growth=0.0, zoom_holds=True)))
+    for f in range(11, 16):
+        want = true[f][2] - true[f][0]
+        assert plain[f].widths.max() < want  # held at the old size: the face's rim left out
+        assert zoom[f].widths.max() >= want * 0.99  # grown with it
+    for f in range(10):  # detections unchanged
+        np.testing.assert_allclose(zoom[f].boxes, plain[f].boxes)
+    # a shrinking face (zoom out) first detected at frame 6: held bigger in the frames before it
+    shrink = {f: _grown_box(200, 200, f, 0.96, 80) for f in range(16)}
+    late = {f: [shrink[f]] for f in range(6, 16)}
+    plain = dict(_run(late, 16, TrackerSettings(jitter_growth=0.0, zoom_holds=False)))
+    zoom = dict(_run(late, 16, TrackerSettings(jitter_growth=0.0, zoom_holds=True)))
+    for f in range(1, 6):
+        want = shrink[f][2] - shrink[f][0]
+        assert plain[f].widths.max() < want <= zoom[f].widths.max() * 1.01
+    # capped: a held box never grows past MAX_ZOOM_HOLD times its hit
+    from anonymize.track import MAX_ZOOM_HOLD
+    assert zoom[0].widths.max() <= (shrink[6][2] - shrink[6][0]) * MAX_ZOOM_HOLD * (1 + 1e-4)
