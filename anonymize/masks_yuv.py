@@ -21,8 +21,6 @@ file's noise, never of the pixels themselves.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 import cv2
 import numpy as np
 
@@ -150,11 +148,12 @@ def _cell_fills(style, y_crop: np.ndarray, u_crop: np.ndarray, v_crop: np.ndarra
     h, w = y_crop.shape
     nx = min(style.cells, max(1, w // MIN_CELL_PX))  # the BGR path's cells (masks._CellMask._grid)
     ny = min(style.cells, max(1, h // MIN_CELL_PX))
-    grid = cell_means(y_crop, nx, ny)
+    grid = cv2.resize(y_crop, (nx, ny), interpolation=cv2.INTER_AREA).reshape(ny, nx)
     if style.noise:
         grid = cv2.add(grid, noise.luma(track_id, ny, nx, style.noise), dtype=cv2.CV_8U).reshape(ny, nx)
     ch, cw = u_crop.shape
-    chroma = cell_means(cv2.merge([u_crop, v_crop]), nx, ny)  # U and V together: one pass
+    # U and V together, as one two-channel crop: one call for each step instead of two
+    chroma = cv2.resize(cv2.merge([u_crop, v_crop]), (nx, ny), interpolation=cv2.INTER_AREA).reshape(ny, nx, 2)
     return [style.upscale(grid, w, h).reshape(h, w), *cv2.split(style.upscale(chroma, cw, ch).reshape(ch, cw, 2))]
 
 
@@ -165,46 +164,3 @@ def _paste_plane(crop: np.ndarray, fill: np.ndarray, cover: np.ndarray) -> None:
         if out is crop:
             return
     np.copyto(crop, fill, where=cover)  # any other view; never leave it unmasked
-
-
-def cell_means(crop: np.ndarray, nx: int, ny: int) -> np.ndarray:
-    """The (ny, nx[, channels]) uint8 means of ``crop`` over a grid of equal cells: what
-    ``cv2.resize(crop, (nx, ny), interpolation=cv2.INTER_AREA)`` computes (each cell the
-    area-weighted mean of the pixels it covers, fractional pixels at its edges included), from
-    the crop's integral image: ~10x less work on a large crop, where INTER_AREA's per-pixel
-    weighting made up most of the drawing time.
-
-    The integral image ``S`` (``S[i, j]`` the sum of the pixels above and left of ``(i, j)``),
-    interpolated bilinearly, is exactly the sum over ``[0, y) x [0, x)`` for real ``y, x`` (the
-    pixels are constant on their unit squares), so a cell's sum is four interpolated values.
-    """
-    h, w = crop.shape[:2]
-    rows, ay = _cell_weights(h, ny)
-    cols, ax = _cell_weights(w, nx)
-    corners = cv2.integral(crop, sdepth=cv2.CV_32S)[rows[:, None], cols]
-    if corners.ndim == 2:
-        means = ay @ corners @ ax.T
-    else:  # channels last: (rows, cols, c) -> (ny, nx, c)
-        means = (ay @ corners.transpose(2, 0, 1) @ ax.T).transpose(1, 2, 0)
-    return np.clip(np.rint(means), 0, 255).astype(np.uint8)
-
-
-@lru_cache(maxsize=4096)
-def _cell_weights(n: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """For a crop side of ``n`` pixels cut into ``cells`` equal cells: the integral image's rows
-    (or columns) that the cells' edges fall between, and the (cells, len(rows)) weights that turn
-    them into each cell's mean along that axis (bilinear interpolation at the edges, the
-    difference of consecutive edges, divided by the cell's size)."""
-    edges = np.arange(cells + 1) * (n / cells)
-    lower = np.minimum(np.floor(edges).astype(np.int64), n - 1)
-    frac = edges - lower
-    rows = np.unique(np.concatenate([lower, lower + 1]))
-    at = {r: k for k, r in enumerate(rows.tolist())}
-    interp = np.zeros((cells + 1, len(rows)))
-    for e, (lo, f) in enumerate(zip(lower.tolist(), frac.tolist())):
-        interp[e, at[lo]] += 1 - f
-        interp[e, at[lo + 1]] += f
-    weights = (interp[1:] - interp[:-1]) / (n / cells)
-    rows.setflags(write=False)
-    weights.setflags(write=False)
-    return rows, weights

@@ -199,6 +199,10 @@ def _plain(line: str) -> str:
 _YUV_MATRICES = ("bt709", "smpte170m", "bt470bg", "bt601", "bt2020nc", "bt2020c")
 
 
+#: The stream tag of each matrix :func:`color_matrix` names.
+_MATRIX_TAGS = {"bt709": "bt709", "bt601": "smpte170m", "bt2020": "bt2020nc"}
+
+
 def color_matrix(probe: Probe) -> str:
     """swscale's name for the source's YUV matrix (BT.709 when untagged: what players assume for HD)."""
     space = probe.video.color.get("color_space", "") if probe.video else ""
@@ -327,7 +331,11 @@ class VideoEncoder:
         if pixel_format == "bgr24":
             streams[0] = (streams[0].filter("scale", out_color_matrix=color_matrix(probe), out_range="tv")
                           .filter("format", "yuv420p"))
-        # (yuv420p frames are the source's own planes, limited range: nothing to convert)
+        else:
+            # the source's own planes, limited range: nothing to convert. An untagged source gets
+            # the tag of the matrix the BGR path assumes for it (its scale filter tags its output
+            # so), so render's and the one-shot run's outputs look the same in every player.
+            params.setdefault("colorspace", _MATRIX_TAGS[color_matrix(probe)])
         streams[0] = streams[0].filter("setparams", **params)
         if settings.audio == "keep" and probe.audio:
             streams.append(ffmpeg.input(names.arg(source))["a"])
