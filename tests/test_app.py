@@ -405,3 +405,46 @@ def test_original_view_of_a_video_the_browser_cannot_play(tmp_path):
     finally:
         session.close()
     assert not session.workdir.exists()
+
+
+def test_folders_of_killed_apps_are_removed_at_the_next_start(tmp_path):
+    """kill -9 leaves the 0700 working folder behind; the next start removes it, and only it:
+    not a folder whose app still runs, not a link, not a folder named otherwise."""
+    from anonymize.app.server import Session
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    app = subprocess.Popen([sys.executable, "-m", "anonymize", "app", "--no-browser"],
+                           env={**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT)},
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("anonymize-app-*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        killed = list(tmp_path.glob("anonymize-app-*"))
+        assert len(killed) == 1 and f"-{app.pid}-" in killed[0].name
+        app.send_signal(signal.SIGKILL)
+        app.wait()
+        assert killed[0].is_dir()  # what kill -9 leaves
+        stale = tmp_path / f"anonymize-app-{dead.pid}-abc_1"
+        (stale / "item").mkdir(parents=True)
+        (stale / "item" / "frame.png").write_bytes(b"x")
+        live = tmp_path / f"anonymize-app-{os.getppid()}-abc"  # a running process's folder
+        live.mkdir()
+        target = tmp_path / "elsewhere"
+        target.mkdir()
+        link = tmp_path / f"anonymize-app-{dead.pid}-link"
+        link.symlink_to(target, target_is_directory=True)
+        other = tmp_path / f"anonymize-app-x{dead.pid}"
+        other.mkdir()
+        session = Session(root=tmp_path)
+        try:
+            assert not killed[0].exists() and not stale.exists()
+            assert live.is_dir() and link.is_symlink() and target.is_dir() and other.is_dir()
+            assert session.workdir.is_dir() and f"-{os.getpid()}-" in session.workdir.name
+        finally:
+            session.close()
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()

@@ -16,7 +16,10 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import queue
+import re
+import stat
 import secrets
 import shutil
 import tempfile
@@ -95,12 +98,58 @@ class Item:
                                      for r in f.get("regions", [])]] for f in self.plan.get("frames", [])]
 
 
+#: Working folders are named ``anonymize-app-<pid>-<random>``: the pid lets a later start tell a
+#: folder left by a killed app (kill -9, a crash, a power cut) from one in use.
+WORKDIR_PREFIX = "anonymize-app-"
+_WORKDIR_RE = re.compile(re.escape(WORKDIR_PREFIX) + r"(\d{1,10})-[A-Za-z0-9_]+")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process (or not a pid we can ask about): not ours to judge
+    return True
+
+
+def remove_stale_workdirs(root: Path | str | None = None) -> list[Path]:
+    """Remove the working folders that apps killed before they could clean up left in ``root``
+    (default: the temporary folder), and return them. Only a folder named with our prefix and a
+    pid, a real directory (not a link), owned by this user, whose pid is not running and is not
+    ours, is removed; anything else is left alone."""
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _WORKDIR_RE.fullmatch(entry.name)
+        if not m:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        pid = int(m[1])
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)  # never follows links inside it
+        removed.append(Path(entry.path))
+    if removed:
+        log.info("removed %d working folder(s) left by stopped apps", len(removed))
+    return removed
+
+
 class Session:
     """The working folder, the uploaded items and the one worker thread that detects and renders."""
 
     def __init__(self, options: Options | None = None, root: Path | str | None = None):
+        remove_stale_workdirs(root)
         # mkdtemp creates the folder 0700: other users of the machine cannot list or read it
-        self.workdir = Path(tempfile.mkdtemp(prefix="anonymize-app-", dir=root))
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=root))
         self.token = secrets.token_urlsafe(24)
         self.options = options or Options()
         self.items: dict[str, Item] = {}
