@@ -244,6 +244,7 @@ def test_review_flow_in_chromium(tmp_path):
                 _overlaps((a["x"], a["y"], a["w"], a["h"]), (b["x"], b["y"], b["w"], b["h"]))
                 for rs in regions.values() for a in rs if a["track"] == t for b in rs if b["track"] != t))
             assert not any(_overlaps(ADD_BOX, (a["x"], a["y"], a["w"], a["h"])) for a in regions[ADD_FRAME])
+            assert "detection preview" in page.inner_text("#preview-note")  # not taken for the edited result
             page.click(f'.card[data-track="{spared}"] button.spare')
             page.wait_for_selector(f'.card.spared[data-track="{spared}"]')
             # the original, with outlines, then back to the masked preview
@@ -272,6 +273,7 @@ def test_review_flow_in_chromium(tmp_path):
             assert abs(added[0]["x"] - x) <= 3 and abs(added[0]["w"] - w) <= 3
             page.click("#render")
             page.wait_for_selector("#dl-output:visible", timeout=150_000)
+            page.wait_for_selector("#preview-note:has-text('your last render')")
             if shot:  # the review screen once rendered: the preview shows the edits
                 page.wait_for_function("() => document.querySelector('#video').src.includes('v=2') && "
                                        "document.querySelector('#video').readyState >= 2")
