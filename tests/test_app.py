@@ -450,3 +450,35 @@ def test_folders_of_killed_apps_are_removed_at_the_next_start(tmp_path):
         if app.poll() is None:
             app.kill()
             app.wait()
+
+
+def test_heic_photo_is_shown_as_png(tmp_path):
+    """Chromium shows no HEIC: the page gets PNG copies of the original and of the preview; the
+    saved output stays HEIC."""
+    import cv2
+    import pillow_heif
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()
+    heic = tmp_path / "crowd.heic"
+    Image.open(SAMPLE / "crowd.jpg").save(heic, quality=90)
+    with app_server(Options(marks=("faces",))) as r, \
+            httpx.Client(headers={"X-Anonymize-Token": r.session.token}, timeout=60) as c:
+        base = _base(r)
+        up = c.post(base + "/api/files", files={"file": ("x", heic.read_bytes())}, headers={"X-File-Name": "crowd.heic"})
+        assert up.status_code == 202, up.text
+        url = f"{base}/api/files/{up.json()['id']}"
+        d = _wait(c, url, ("ready", "failed"))
+        assert d["status"] == "ready", d["error"]
+        for view in ("original", "preview"):
+            got = c.get(f"{url}/{view}")
+            assert got.status_code == 200 and got.headers["content-type"] == "image/png", view
+            image = cv2.imdecode(np.frombuffer(got.content, np.uint8), cv2.IMREAD_COLOR)
+            assert image.shape[:2] == (d["height"], d["width"])
+        assert c.post(f"{url}/render", json={"spared": [], "add": [], "mask_frames": []}).status_code == 202
+        d = _wait(c, url, ("rendered", "ready"))
+        assert d["status"] == "rendered", d["error"]
+        assert c.get(f"{url}/preview").headers["content-type"] == "image/png"
+        out = c.get(f"{url}/output")
+        assert 'filename="crowd.anonymized.heic"' in out.headers["content-disposition"]
+        assert out.content[4:12] in (b"ftypheic", b"ftypmif1", b"ftypheix")
