@@ -258,6 +258,8 @@ def run_video(src: Path, dst: Path | None, info: Probe, source: RegionSource,
     ``pixel_format``: the frames' layout, ``"yuv420p"`` only for a source that needs no BGR
     (a plan) and a :func:`~anonymize.video.yuv_ready` video."""
     check_video_streams(src, info)
+    if pixel_format != "bgr24" and not isinstance(source, PlanRegions):
+        raise ValueError("only a plan's regions can be drawn on yuv420p frames: detectors take BGR")
     decoder = VideoDecoder(src, info, threads=opts.ffmpeg_threads, pixel_format=pixel_format)
     matrix = color_matrix(info)
     settings = EncodeSettings(opts.quality, opts.crf, opts.preset, opts.audio, threads=opts.ffmpeg_threads,
