@@ -202,6 +202,23 @@ class MaskNoise:
             self._tracks3[key] = noise
         return noise
 
+    def luma(self, track_id: int, ny: int, nx: int, amplitude: int) -> np.ndarray:
+        """:meth:`cells` as the change it makes to limited-range luma: a C-contiguous (ny, nx)
+        int16 array. Adding ``d`` to B, G and R adds ``d * 219 / 255`` to Y and nothing to U and V
+        (the matrix's weights sum to 1), so the planes' masks jitter like the BGR masks do."""
+        def scaled() -> np.ndarray:
+            cells = self.cells(track_id, ny, nx, amplitude)[:, :, 0].astype(np.float64)
+            return np.ascontiguousarray(np.rint(cells * (219 / 255)).astype(np.int16))
+        if track_id < 0:
+            return scaled()
+        key = (track_id, amplitude, ny, nx, "luma")
+        noise = self._tracks3.get(key)
+        if noise is None:
+            if len(self._tracks3) >= 16384:  # bound memory on very long videos
+                self._tracks3.clear()
+            noise = self._tracks3[key] = scaled()
+        return noise
+
 
 def _pixel_window(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
     """Integer pixel range ``(x0, y0, x1, y1)`` touched by ``box``, clipped to the frame; None if empty."""
@@ -328,7 +345,12 @@ class PixelateMask(_CellMask):
 
     def _fill(self, crop: np.ndarray, track_id: int, noise: MaskNoise) -> np.ndarray:
         h, w = crop.shape[:2]
-        return cv2.resize(self._grid(crop, track_id, noise), (w, h), interpolation=cv2.INTER_NEAREST)
+        return self.upscale(self._grid(crop, track_id, noise), w, h)
+
+    @staticmethod
+    def upscale(grid: np.ndarray, w: int, h: int) -> np.ndarray:
+        """The cell grid (any number of channels) drawn over a ``w`` x ``h`` crop."""
+        return cv2.resize(grid, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
 class BlurMask(_CellMask):
@@ -338,7 +360,11 @@ class BlurMask(_CellMask):
 
     def _fill(self, crop: np.ndarray, track_id: int, noise: MaskNoise) -> np.ndarray:
         h, w = crop.shape[:2]
-        grid = self._grid(crop, track_id, noise)
+        return self.upscale(self._grid(crop, track_id, noise), w, h)
+
+    @staticmethod
+    def upscale(grid: np.ndarray, w: int, h: int) -> np.ndarray:
+        """The cell grid (any number of channels) drawn smoothly over a ``w`` x ``h`` crop."""
         # Upscale the tiny grid 4x, soften the bilinear creases there (cheap: <= 32x32 pixels), then
         # stretch to the crop. Every step sees only grid values (the blur replicates its border).
         ny, nx = grid.shape[:2]

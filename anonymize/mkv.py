@@ -1,13 +1,14 @@
-"""A minimal Matroska (EBML) reader and writer for raw BGR frames on ffmpeg's pipes.
+"""A minimal Matroska (EBML) reader and writer for raw frames (BGR or I420) on ffmpeg's pipes.
 
 Why not plain ``-f rawvideo``: a raw pipe loses every timestamp, and phone video is often variable
 frame rate; re-timing it at a constant rate is the "4x-10x duration" bug users meet in other
 tools. Matroska carries a timestamp per frame and ffmpeg streams it through a pipe, so the
 decoder tells us each frame's time and we hand the very same times to the encoder.
 
-Only what ffmpeg writes for one ``rawvideo`` bgr24 track (``-allow_raw_vfw 1``: a VFW
-BITMAPINFOHEADER, top-down rows) is understood: EBML header, Segment, Info (TimestampScale),
-Tracks (pixel size, codec private), Clusters of SimpleBlocks/BlockGroups.
+Only what ffmpeg writes for one ``rawvideo`` track is understood: bgr24 (``-allow_raw_vfw 1``: a
+VFW BITMAPINFOHEADER, top-down rows) or yuv420p (``V_UNCOMPRESSED`` with the ColourSpace FourCC
+``I420``: the Y plane, then the half-size U and V planes); EBML header, Segment, Info
+(TimestampScale), Tracks (pixel size, codec, codec private), Clusters of SimpleBlocks/BlockGroups.
 Everything else is skipped by size. Unknown-size Segment/Cluster (live streams) are handled.
 """
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import BinaryIO, Iterator
 EBML, SEGMENT, INFO, TIMESTAMP_SCALE = 0x1A45DFA3, 0x18538067, 0x1549A966, 0x2AD7B1
 TRACKS, TRACK_ENTRY, TRACK_NUMBER, TRACK_UID, TRACK_TYPE = 0x1654AE6B, 0xAE, 0xD7, 0x73C5, 0x83
 CODEC_ID, CODEC_PRIVATE, VIDEO, PIXEL_WIDTH, PIXEL_HEIGHT = 0x86, 0x63A2, 0xE0, 0xB0, 0xBA
-VFW_CODEC = b"V_MS/VFW/FOURCC"
+VFW_CODEC, RAW_CODEC = b"V_MS/VFW/FOURCC", b"V_UNCOMPRESSED"
+COLOUR_SPACE, I420 = 0x2EB524, b"I420"
 CLUSTER, CLUSTER_TIMESTAMP, SIMPLE_BLOCK, BLOCK_GROUP, BLOCK = 0x1F43B675, 0xE7, 0xA3, 0xA0, 0xA1
 _MASTERS = {SEGMENT, TRACKS, TRACK_ENTRY, VIDEO, CLUSTER, BLOCK_GROUP, INFO}
 _UNKNOWN = -1
@@ -82,6 +84,18 @@ def _uint(data: bytes) -> int:
     return int.from_bytes(data, "big") if data else 0
 
 
+#: The raw layouts the pipes carry.
+PIXEL_FORMATS = ("bgr24", "yuv420p")
+
+
+def frame_bytes(pixel_format: str, width: int, height: int) -> int:
+    """Bytes of one raw frame: 3 a pixel for bgr24; for yuv420p the Y plane and two chroma planes
+    of ceil(w/2) x ceil(h/2) (ffmpeg's rounding for odd sizes)."""
+    if pixel_format == "yuv420p":
+        return width * height + 2 * (-(-width // 2)) * (-(-height // 2))
+    return width * height * 3
+
+
 @dataclass
 class TrackHeader:
     width: int
@@ -89,6 +103,10 @@ class TrackHeader:
     bits_per_pixel: int
     top_down: bool
     timestamp_scale_ns: int
+    #: "bgr24" or "yuv420p" (:data:`PIXEL_FORMATS`)
+    pixel_format: str = "bgr24"
+    #: bytes of one frame (:func:`frame_bytes`)
+    frame_bytes: int = 0
 
 
 def bitmap_info_header(width: int, height: int) -> bytes:
@@ -106,6 +124,8 @@ class MkvFrameReader:
         self.header: TrackHeader | None = None
         self._w = self._h = 0
         self._bmp = b""
+        self._codec = b""
+        self._fourcc = b""
         self._frame_bytes = 0
 
     def __iter__(self) -> Iterator[tuple[float, bytes]]:
@@ -160,13 +180,25 @@ class MkvFrameReader:
                 self._h = _uint(value)
             elif eid == CODEC_PRIVATE:
                 self._bmp = value
+            elif eid == CODEC_ID:
+                self._codec = value
+            elif eid == COLOUR_SPACE:
+                self._fourcc = value
+        if self._codec == RAW_CODEC:
+            if self._fourcc != I420:
+                raise MkvError(f"raw frames in colour space {self._fourcc!r}: expected I420 (yuv420p)")
+            self._frame_bytes = frame_bytes("yuv420p", self._w, self._h)
+            if self._frame_bytes > MAX_FRAME_BYTES:
+                raise MkvError(f"frames of {self._w}x{self._h} are too large")
+            self.header = TrackHeader(self._w, self._h, 12, True, self._scale, "yuv420p", self._frame_bytes)
+            return
         if len(self._bmp) < 16:
             raise MkvError("no BITMAPINFOHEADER: expected raw BGR in VFW mode")
         _, _, bmp_height, _, bpp = struct.unpack("<IiiHH", self._bmp[:16])
         self._frame_bytes = self._w * self._h * -(-bpp // 8)
         if self._frame_bytes > MAX_FRAME_BYTES:
             raise MkvError(f"frames of {self._w}x{self._h} at {bpp} bits are too large")
-        self.header = TrackHeader(self._w, self._h, bpp, bmp_height < 0, self._scale)
+        self.header = TrackHeader(self._w, self._h, bpp, bmp_height < 0, self._scale, "bgr24", self._frame_bytes)
 
 
 def _vint_size(n: int) -> bytes:
@@ -183,21 +215,28 @@ def _uint_el(eid: int, value: int) -> bytes:
 
 
 class MkvFrameWriter:
-    """Write BGR frames with explicit timestamps as a Matroska stream ffmpeg can read."""
+    """Write raw frames (``pixel_format``: bgr24 or yuv420p) with explicit timestamps as a Matroska
+    stream ffmpeg can read."""
 
     #: 1 ms, as ffmpeg's own Matroska output uses; frames keep their decoder timestamps exactly.
     SCALE_NS = 1_000_000
 
-    def __init__(self, f: BinaryIO, width: int, height: int):
+    def __init__(self, f: BinaryIO, width: int, height: int, pixel_format: str = "bgr24"):
+        if pixel_format not in PIXEL_FORMATS:
+            raise ValueError(f"pixel_format must be one of {PIXEL_FORMATS}, got {pixel_format!r}")
         self._f = f
         header = _element(EBML, _uint_el(0x4286, 1) + _uint_el(0x42F7, 1) + _uint_el(0x42F2, 4)
                           + _uint_el(0x42F3, 8) + _element(0x4282, b"matroska") + _uint_el(0x4287, 4)
                           + _uint_el(0x4285, 2))
         info = _element(INFO, _uint_el(TIMESTAMP_SCALE, self.SCALE_NS))
-        video = _element(VIDEO, _uint_el(PIXEL_WIDTH, width) + _uint_el(PIXEL_HEIGHT, height))
+        dims = _uint_el(PIXEL_WIDTH, width) + _uint_el(PIXEL_HEIGHT, height)
+        if pixel_format == "yuv420p":  # what ffmpeg itself writes for rawvideo yuv420p
+            codec = _element(CODEC_ID, RAW_CODEC) + _element(VIDEO, dims + _element(COLOUR_SPACE, I420))
+        else:
+            codec = (_element(CODEC_ID, VFW_CODEC) + _element(CODEC_PRIVATE, bitmap_info_header(width, height))
+                     + _element(VIDEO, dims))
         track = _element(TRACK_ENTRY, _uint_el(TRACK_NUMBER, 1) + _uint_el(TRACK_UID, 1)
-                         + _uint_el(TRACK_TYPE, 1) + _element(CODEC_ID, VFW_CODEC)
-                         + _element(CODEC_PRIVATE, bitmap_info_header(width, height)) + video)
+                         + _uint_el(TRACK_TYPE, 1) + codec)
         segment_start = SEGMENT.to_bytes(4, "big") + b"\x01\xff\xff\xff\xff\xff\xff\xff"  # unknown size
         f.write(header + segment_start + info + _element(TRACKS, track))
 

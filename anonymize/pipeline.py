@@ -11,6 +11,11 @@ grows them, and a thread masks and encodes (ffmpeg), with bounded queues between
 stays flat in video length. Any stage that fails sets a stop event; the others wind down, the
 encoder is killed and the partial output deleted, and the error is raised in the caller (fail
 closed). ``detect`` runs the same loop with no encoder.
+
+Frames are BGR (what the detectors take), except in ``render`` of a :func:`~anonymize.video.yuv_ready`
+source, which needs no detector: there the frames stay the source's yuv420p planes from decoder to
+encoder and the masks are drawn on the planes (:mod:`anonymize.masks_yuv`): half the bytes through
+the pipes and no colour conversion (bench/review.py speed).
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from .detectors import DETECTORS, Detector, create as create_detector
 from .detectors.tta import PHOTO, CenterFaceTTA
 from .errors import AnonymizeError, DetectError, InputError, ModelError
 from .ffmpeg_tools import Probe, probe
+from . import masks_yuv
 from .masks import BOX_KINDS, MaskNoise, MaskStyle, create_mask, draw, mask_regions, region_shapes
 from .photo import read_photo, write_photo
 from .plan import Geometry
@@ -35,7 +41,7 @@ from .regions import Regions
 from .regions_source import LiveRegions, PlanRegions, RegionSource, photo_regions
 from .report import FileReport
 from .rotation import photo_mode, photo_turned
-from .video import EncodeSettings, VideoDecoder, VideoEncoder, damage_warning
+from .video import EncodeSettings, VideoDecoder, VideoEncoder, color_matrix, damage_warning, yuv_ready
 
 log = logging.getLogger("anonymize")
 
@@ -235,18 +241,27 @@ def process_video(src: Path, dst: Path | None, engine: Engine, report: FileRepor
 
 def render_video(src: Path, dst: Path, info: Probe, source: PlanRegions, style: MaskStyle, noise: MaskNoise,
                  options: Options, report: FileReport, on_frame: Callable[[int], None] | None = None) -> None:
-    """Mask one video with the regions of a plan (no detector runs)."""
-    run_video(src, dst, info, source, lambda w, h: source.entry.geometry, style, noise, options, report, on_frame)
+    """Mask one video with the regions of a plan (no detector runs); on the source's own yuv420p
+    planes when it has them and the style can be drawn there, else on BGR frames."""
+    planar = yuv_ready(info) and masks_yuv.supports(style)
+    run_video(src, dst, info, source, lambda w, h: source.entry.geometry, style, noise, options, report, on_frame,
+              pixel_format="yuv420p" if planar else "bgr24")
 
 
 def run_video(src: Path, dst: Path | None, info: Probe, source: RegionSource,
               geometry_of: Callable[[int, int], Geometry], style: MaskStyle, noise: MaskNoise, opts: Options,
-              report: FileReport, on_frame: Callable[[int], None] | None = None) -> None:
+              report: FileReport, on_frame: Callable[[int], None] | None = None,
+              pixel_format: str = "bgr24") -> None:
     """decode -> ``source``'s raw regions -> mask geometry -> report, and with a ``dst``: draw -> encode.
 
-    One decode, streamed; the output appears under ``dst`` only once every frame is written."""
+    One decode, streamed; the output appears under ``dst`` only once every frame is written.
+    ``pixel_format``: the frames' layout, ``"yuv420p"`` only for a source that needs no BGR
+    (a plan) and a :func:`~anonymize.video.yuv_ready` video."""
     check_video_streams(src, info)
-    decoder = VideoDecoder(src, info, threads=opts.ffmpeg_threads)
+    if pixel_format != "bgr24" and not isinstance(source, PlanRegions):
+        raise ValueError("only a plan's regions can be drawn on yuv420p frames: detectors take BGR")
+    decoder = VideoDecoder(src, info, threads=opts.ffmpeg_threads, pixel_format=pixel_format)
+    matrix = color_matrix(info)
     settings = EncodeSettings(opts.quality, opts.crf, opts.preset, opts.audio, threads=opts.ffmpeg_threads,
                               seed=opts.seed)
     if dst is not None:
@@ -279,7 +294,11 @@ def run_video(src: Path, dst: Path | None, info: Probe, source: RegionSource,
                 for item, masked in _drain(masked_q, stop):
                     # Masks are drawn here, in the encoder's thread, so that drawing them overlaps
                     # the next frames' detection; a frame is written only after its masks are.
-                    encoder.write(item.pts, draw(item.image, masked, style, g.mask_shape, noise))
+                    if item.yuv is not None:
+                        pixels = masks_yuv.draw_yuv(item.yuv, masked, style, g.mask_shape, noise, matrix)
+                    else:
+                        pixels = draw(item.image, masked, style, g.mask_shape, noise)
+                    encoder.write(item.pts, pixels)
                 if stop.is_set():
                     raise AnonymizeError("stopped")  # makes the encoder kill ffmpeg, not finish the file
         except BaseException as exc:
@@ -292,13 +311,13 @@ def run_video(src: Path, dst: Path | None, info: Probe, source: RegionSource,
     try:
         with atomic_output(dst) if dst is not None else _no_output() as tmp:
             for item, raw in source.regions(_drain(decoded, stop)):
-                h, w = item.image.shape[:2]
+                w, h = item.size
                 if g is None:
                     g = geometry_of(w, h)  # fixed for the file
                     report.width, report.height = w, h
                     _record_plan(report, g, noise)
                     if tmp is not None:
-                        encoder = VideoEncoder(tmp, src, info, w, h, settings)
+                        encoder = VideoEncoder(tmp, src, info, w, h, settings, pixel_format)
                         encoder_thread = threading.Thread(target=encode, args=(encoder,), name="encode",
                                                           daemon=True)
                         encoder_thread.start()

@@ -176,7 +176,7 @@ class PlanRegions:
         e = self.entry
         count = 0
         for frame in frames:
-            h, w = frame.image.shape[:2]
+            w, h = frame.size
             if (w, h) != (e.width, e.height):
                 raise InputError(f"the input's frames are {w}x{h}, the plan's {e.width}x{e.height}")
             if frame.index >= e.frame_count:

@@ -1,9 +1,14 @@
 """Video decode and encode through ffmpeg subprocesses (command lines built with ffmpeg-python).
 
-Frames travel as raw BGR inside Matroska on both pipes (see :mod:`anonymize.mkv`) so every frame
-keeps its exact timestamp: variable-frame-rate phone video comes out with the same frames at the
-same times. ffmpeg applies the rotation tag while decoding (frames are upright for detection and
+Frames travel as raw pixels inside Matroska on both pipes (see :mod:`anonymize.mkv`) so every
+frame keeps its exact timestamp: variable-frame-rate phone video comes out with the same frames at
+the same times. ffmpeg applies the rotation tag while decoding (frames are upright for detection and
 for the output); odd sizes are padded by one black row/column because 4:2:0 H.264 needs even sizes.
+
+Two layouts: BGR (``bgr24``, what the detectors take; ffmpeg converts from and back to YUV with
+the source's matrix) and, for ``render`` of the usual 8-bit 4:2:0 limited-range source
+(:func:`yuv_ready`), the source's own planes (``yuv420p``: half the bytes on each pipe and no
+colour conversion on either side; masks are drawn on the planes, :mod:`anonymize.masks_yuv`).
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import numpy as np
 
 from .errors import DecodeError, DiskFull, EncodeError
 from .ffmpeg_tools import Probe, ffmpeg_exe
-from .mkv import MkvError, MkvFrameReader, MkvFrameWriter
+from .mkv import PIXEL_FORMATS, MkvError, MkvFrameReader, MkvFrameWriter
 
 #: Encoder presets: name -> (x264 preset, CRF). "balanced" keeps quality close to phone sources.
 QUALITY = {"fast": ("ultrafast", 23), "balanced": ("veryfast", 21), "archive": ("slow", 17)}
@@ -35,11 +40,32 @@ VIDEO_EXTENSIONS = tuple(_CONTAINERS)
 
 @dataclass
 class Frame:
-    """One decoded frame: index in decode order, presentation time in seconds, BGR pixels."""
+    """One decoded frame: index in decode order, presentation time in seconds, and its pixels:
+    ``image`` (BGR, h x w x 3) or, from a yuv420p decoder, ``yuv`` (I420 as OpenCV lays it out:
+    an (h * 3 / 2, w) array, the Y plane then the U and V planes; w and h even) with ``image`` None."""
 
     index: int
     pts: float
-    image: np.ndarray
+    image: np.ndarray | None
+    yuv: np.ndarray | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` in pixels."""
+        if self.image is not None:
+            return self.image.shape[1], self.image.shape[0]
+        return self.yuv.shape[1], self.yuv.shape[0] * 2 // 3
+
+
+def yuv_ready(probe: Probe) -> bool:
+    """Whether the video can travel as its own yuv420p planes: 8-bit 4:2:0, limited range, a YUV
+    matrix we know (or none). Anything else (10-bit, 4:2:2/4:4:4, full range, RGB) takes the BGR
+    path, which converts with the source's matrix and range."""
+    v = probe.video
+    if v is None or v.pix_fmt != "yuv420p":
+        return False
+    space = v.color.get("color_space", "")
+    return v.color.get("color_range", "tv") in ("tv", "unknown") and space in ("", "unknown", *_YUV_MATRICES)
 
 
 #: Pipe buffer asked for on the raw-frame pipes (Linux's default is 64 KiB: a 1080p frame would
@@ -84,19 +110,29 @@ class _StderrTail:
 
 
 class VideoDecoder:
-    """Decode the main video stream of a file to upright BGR frames with timestamps."""
+    """Decode the main video stream of a file to upright frames with timestamps: BGR, or with
+    ``pixel_format="yuv420p"`` the source's own I420 planes (only for a :func:`yuv_ready` source)."""
 
-    def __init__(self, path: Path, probe: Probe, threads: int = 0):
+    def __init__(self, path: Path, probe: Probe, threads: int = 0, pixel_format: str = "bgr24"):
+        if pixel_format not in PIXEL_FORMATS:
+            raise ValueError(f"pixel_format must be one of {PIXEL_FORMATS}, got {pixel_format!r}")
+        if pixel_format == "yuv420p" and not yuv_ready(probe):
+            raise ValueError(f"{path}: a {probe.video.pix_fmt if probe.video else 'missing'} video cannot be "
+                             "decoded as its own yuv420p planes (see yuv_ready)")
         self.path = Path(path)
         self.probe = probe
+        self.pixel_format = pixel_format
         names = _Names()
         src = ffmpeg.input(names.arg(self.path))
-        # YUV -> BGR with the source's own matrix; the encoder converts back with the same one, so
-        # 10-bit, full-range and BT.2020 sources keep their colours (no washed-out output).
-        video = (src["V:0"]
-                 .filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
-                 .filter("scale", in_color_matrix=color_matrix(probe))
-                 .filter("format", "bgr24"))
+        video = src["V:0"].filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
+        if pixel_format == "yuv420p":
+            # the source's planes as they are (the format filter is a no-op on a yuv420p stream, and
+            # converts any frame that changes format mid-stream rather than mislabel it)
+            video = video.filter("format", "yuv420p")
+        else:
+            # YUV -> BGR with the source's own matrix; the encoder converts back with the same one,
+            # so 10-bit, full-range and BT.2020 sources keep their colours (no washed-out output).
+            video = video.filter("scale", in_color_matrix=color_matrix(probe)).filter("format", "bgr24")
         out = ffmpeg.output(video, "pipe:", format="matroska", vcodec="rawvideo", fps_mode="passthrough",
                             write_crc32=0, allow_raw_vfw=1, threads=threads or 0)
         self.cmd = names.real(_command(out))
@@ -117,14 +153,17 @@ class VideoDecoder:
         try:
             for pts, data in reader:
                 h = reader.header
-                if h.bits_per_pixel != 24 or not h.top_down:
+                if h.pixel_format != self.pixel_format or not h.top_down or h.width % 2 or h.height % 2:
                     raise DecodeError(f"{self.path}: unexpected raw frame layout {h}")
                 self.width, self.height = h.width, h.height
-                expected = h.width * h.height * 3
-                if len(data) != expected:
-                    raise DecodeError(f"{self.path}: frame {index} has {len(data)} bytes, expected {expected}")
+                if len(data) != h.frame_bytes:
+                    raise DecodeError(f"{self.path}: frame {index} has {len(data)} bytes, expected {h.frame_bytes}")
                 # the reader hands us a fresh writable buffer: masks draw on it directly
-                yield Frame(index, pts, np.frombuffer(data, np.uint8).reshape(h.height, h.width, 3))
+                pixels = np.frombuffer(data, np.uint8)
+                if self.pixel_format == "yuv420p":
+                    yield Frame(index, pts, None, pixels.reshape(h.height * 3 // 2, h.width))
+                else:
+                    yield Frame(index, pts, pixels.reshape(h.height, h.width, 3))
                 index += 1
             completed = True
         except MkvError as exc:
@@ -158,6 +197,10 @@ def _plain(line: str) -> str:
 
 #: Source matrices the output keeps as its tag (each is what :func:`color_matrix` converts with).
 _YUV_MATRICES = ("bt709", "smpte170m", "bt470bg", "bt601", "bt2020nc", "bt2020c")
+
+
+#: The stream tag of each matrix :func:`color_matrix` names.
+_MATRIX_TAGS = {"bt709": "bt709", "bt601": "smpte170m", "bt2020": "bt2020nc"}
 
 
 def color_matrix(probe: Probe) -> str:
@@ -241,7 +284,8 @@ def disguise_voice(audio, seed: int | None = None):
 
 
 class VideoEncoder:
-    """Encode BGR frames with their timestamps to ``out_path``, with no metadata.
+    """Encode frames (BGR, or with ``pixel_format="yuv420p"`` I420 as :class:`Frame` holds it) with
+    their timestamps to ``out_path``, with no metadata.
 
     Everything identifying is dropped: container and stream tags, chapters, data and subtitle
     tracks, cover pictures, encoder strings and x264's settings SEI. Audio is dropped unless
@@ -250,9 +294,13 @@ class VideoEncoder:
     """
 
     def __init__(self, out_path: Path, source: Path, probe: Probe, width: int, height: int,
-                 settings: EncodeSettings):
+                 settings: EncodeSettings, pixel_format: str = "bgr24"):
+        if pixel_format not in PIXEL_FORMATS:
+            raise ValueError(f"pixel_format must be one of {PIXEL_FORMATS}, got {pixel_format!r}")
         self.out_path = Path(out_path)
         self.width, self.height = width, height
+        self.pixel_format = pixel_format
+        self._shape = (height * 3 // 2, width) if pixel_format == "yuv420p" else (height, width, 3)
         codec = _CONTAINERS.get(self.out_path.suffix.lower(), "h264")
         preset, crf = QUALITY[settings.quality]
         preset, crf = settings.preset or preset, settings.crf if settings.crf is not None else crf
@@ -280,8 +328,15 @@ class VideoEncoder:
             # an RGB source ("gbr", e.g. VP9 or x264rgb 4:4:4) is written as YUV with the BT.709
             # matrix: tagging it "gbr" is false, and libvpx-vp9 refuses to open (an encode error)
             params["colorspace"] = "bt709"
-        streams[0] = (streams[0].filter("scale", out_color_matrix=color_matrix(probe), out_range="tv")
-                      .filter("format", "yuv420p").filter("setparams", **params))
+        if pixel_format == "bgr24":
+            streams[0] = (streams[0].filter("scale", out_color_matrix=color_matrix(probe), out_range="tv")
+                          .filter("format", "yuv420p"))
+        else:
+            # the source's own planes, limited range: nothing to convert. An untagged source gets
+            # the tag of the matrix the BGR path assumes for it (its scale filter tags its output
+            # so), so render's and the one-shot run's outputs look the same in every player.
+            params.setdefault("colorspace", _MATRIX_TAGS[color_matrix(probe)])
+        streams[0] = streams[0].filter("setparams", **params)
         if settings.audio == "keep" and probe.audio:
             streams.append(ffmpeg.input(names.arg(source))["a"])
             opts["c:a"] = "libopus" if codec == "vp9" else "copy"
@@ -307,15 +362,16 @@ class VideoEncoder:
         widen_pipe(self._proc.stdin)
         self._err = _StderrTail(self._proc.stderr)
         try:
-            self._writer = MkvFrameWriter(self._proc.stdin, self.width, self.height)
+            self._writer = MkvFrameWriter(self._proc.stdin, self.width, self.height, self.pixel_format)
         except (BrokenPipeError, OSError) as exc:
             raise self._failure("could not start the encoder") from exc
         return self
 
     def write(self, pts: float, image: np.ndarray) -> None:
-        """Write one fully processed frame."""
-        if image.shape[:2] != (self.height, self.width):
-            raise EncodeError(f"frame size {image.shape[1]}x{image.shape[0]} != {self.width}x{self.height}")
+        """Write one fully processed frame (BGR, or I420 for a yuv420p encoder)."""
+        if image.shape != self._shape or image.dtype != np.uint8:
+            raise EncodeError(f"frame of shape {image.shape} ({image.dtype}), expected {self._shape} for "
+                              f"{self.width}x{self.height} {self.pixel_format}")
         # Matroska keeps milliseconds; never hand the encoder two frames with the same time.
         pts = max(pts, self._last_pts + 0.001)
         self._last_pts = pts

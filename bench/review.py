@@ -1,6 +1,6 @@
 """Review (detect -> edit the plan -> render): the three targets of issue 17, measured.
 
-    python bench/review.py speed  [--clip PATH | --make SECONDS] [--runs 3]
+    python bench/review.py speed  [--clip PATH | --make SECONDS] [--runs 3] [--against CHECKOUT]
     python bench/review.py follow [--clips 4] [--faces 40] [--seed 0]
     python bench/review.py spare  [--clips 3]
     python bench/review.py all    (the three, at their defaults)
@@ -13,7 +13,9 @@
   the wall time depends on the others' load, CPU seconds much less) are medians. Default clip:
   ``../shared/eval/videos/street_pedestrians_arcade_1080p.mp4`` (a real crowded street, 105
   frames at 25 fps, ~90 masked regions a frame); ``--make S``: an S-second 1920x1080 clip made
-  by ``eval/tools/make_video.py`` from a WIDER crowd photo instead.
+  by ``eval/tools/make_video.py`` from a WIDER crowd photo instead. ``--against CHECKOUT``: also
+  run that checkout's ``anonymize render`` (another commit, e.g. one extracted with ``git archive``)
+  in the same interleaved rounds, for a before/after in one run.
 * ``follow``: a box added by hand on one frame, followed by ``anonymize.follow``. On the
   handheld 1280x720 30 fps 4 s clips of bench/recall.py (made by ``make_video.py`` from WIDER
   photos, cached in /tmp/anonymize-bench/clips), the detector's plan is made once per clip. For
@@ -104,10 +106,15 @@ def speed(args) -> dict:
             "anonymize render": [sys.executable, "-m", "anonymize", "render", str(clip), "--plan", str(plan),
                                  "-o", str(work / "render.mp4"), "-y"],
         }
+        envs: dict[str, dict | None] = {name: None for name in cmds}
+        if args.against:
+            other = f"anonymize render ({Path(args.against).name})"
+            cmds[other] = [*cmds["anonymize render"][:-2], str(work / "other.mp4"), "-y"]
+            envs[other] = {**os.environ, "PYTHONPATH": str(Path(args.against).resolve())}
         got: dict[str, list] = {k: [] for k in cmds}
         for i in range(args.runs):  # interleaved: a change in the others' load falls on both
             for name, cmd in cmds.items():
-                wall, _, cpu = timed(cmd)
+                wall, _, cpu = timed(cmd, env=envs[name])
                 got[name].append((wall, cpu))
                 print(f"  {name} run {i + 1}: {wall:.2f} s wall, {cpu:.2f} s CPU (load {os.getloadavg()[0]:.1f})",
                       file=sys.stderr, flush=True)
@@ -115,9 +122,11 @@ def speed(args) -> dict:
                    "runs": len(v)} for name, v in got.items()}
     base, ours = rows["bare ffmpeg"], rows["anonymize render"]
     regions = sum(len(f.get("regions", [])) for f in _frames(plan))
+    for row in rows.values():
+        row["x_wall"], row["x_cpu"] = round(row["wall_s"] / base["wall_s"], 2), round(row["cpu_s"] / base["cpu_s"], 2)
     return {"clip": clip.name, "size": f"{info.video.width}x{info.video.height}", "frames": frames,
             "regions_per_frame": round(regions / max(frames, 1), 1), "preset": preset, "crf": crf, "rows": rows,
-            "x_wall": round(ours["wall_s"] / base["wall_s"], 2), "x_cpu": round(ours["cpu_s"] / base["cpu_s"], 2)}
+            "x_wall": ours["x_wall"], "x_cpu": ours["x_cpu"], "load": os.getloadavg()[0]}
 
 
 def _frames(plan: Path) -> list[dict]:
@@ -133,7 +142,8 @@ def speed_table(r: dict) -> str:
         "| command | wall s | CPU s | x bare (wall) | x bare (CPU) |",
         "|---|---|---|---|---|",
         f"| bare ffmpeg transcode | {b['wall_s']:.2f} | {b['cpu_s']:.2f} | 1.00 | 1.00 |",
-        f"| anonymize render | {o['wall_s']:.2f} | {o['cpu_s']:.2f} | {r['x_wall']:.2f} | {r['x_cpu']:.2f} |",
+        *[f"| {name} | {o['wall_s']:.2f} | {o['cpu_s']:.2f} | {o['x_wall']:.2f} | {o['x_cpu']:.2f} |"
+          for name, o in r["rows"].items() if name != "bare ffmpeg"],
     ])
 
 
@@ -354,6 +364,7 @@ def main() -> None:
     p.add_argument("--make", type=float, default=0, metavar="SECONDS",
                    help="speed: make a 1920x1080 clip of this length with make_video.py instead")
     p.add_argument("--runs", type=int, default=3, help="speed: interleaved runs of each command")
+    p.add_argument("--against", type=Path, help="speed: another checkout whose render runs in the same rounds")
     p.add_argument("--clips", type=int, default=None, help="follow: clips (default 4); spare: clips (default 3)")
     p.add_argument("--faces", type=int, default=40, help="follow: faces in all (spread over the clips)")
     p.add_argument("--seed", type=int, default=0, help="clip camera seed and face sampling seed")

@@ -244,6 +244,7 @@ def test_review_flow_in_chromium(tmp_path):
                 _overlaps((a["x"], a["y"], a["w"], a["h"]), (b["x"], b["y"], b["w"], b["h"]))
                 for rs in regions.values() for a in rs if a["track"] == t for b in rs if b["track"] != t))
             assert not any(_overlaps(ADD_BOX, (a["x"], a["y"], a["w"], a["h"])) for a in regions[ADD_FRAME])
+            assert "detection preview" in page.inner_text("#preview-note")  # not taken for the edited result
             page.click(f'.card[data-track="{spared}"] button.spare')
             page.wait_for_selector(f'.card.spared[data-track="{spared}"]')
             # the original, with outlines, then back to the masked preview
@@ -272,6 +273,7 @@ def test_review_flow_in_chromium(tmp_path):
             assert abs(added[0]["x"] - x) <= 3 and abs(added[0]["w"] - w) <= 3
             page.click("#render")
             page.wait_for_selector("#dl-output:visible", timeout=150_000)
+            page.wait_for_selector("#preview-note:has-text('your last render')")
             if shot:  # the review screen once rendered: the preview shows the edits
                 page.wait_for_function("() => document.querySelector('#video').src.includes('v=2') && "
                                        "document.querySelector('#video').readyState >= 2")
@@ -405,3 +407,78 @@ def test_original_view_of_a_video_the_browser_cannot_play(tmp_path):
     finally:
         session.close()
     assert not session.workdir.exists()
+
+
+def test_folders_of_killed_apps_are_removed_at_the_next_start(tmp_path):
+    """kill -9 leaves the 0700 working folder behind; the next start removes it, and only it:
+    not a folder whose app still runs, not a link, not a folder named otherwise."""
+    from anonymize.app.server import Session
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    app = subprocess.Popen([sys.executable, "-m", "anonymize", "app", "--no-browser"],
+                           env={**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT)},
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("anonymize-app-*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        killed = list(tmp_path.glob("anonymize-app-*"))
+        assert len(killed) == 1 and f"-{app.pid}-" in killed[0].name
+        app.send_signal(signal.SIGKILL)
+        app.wait()
+        assert killed[0].is_dir()  # what kill -9 leaves
+        stale = tmp_path / f"anonymize-app-{dead.pid}-abc_1"
+        (stale / "item").mkdir(parents=True)
+        (stale / "item" / "frame.png").write_bytes(b"x")
+        live = tmp_path / f"anonymize-app-{os.getppid()}-abc"  # a running process's folder
+        live.mkdir()
+        target = tmp_path / "elsewhere"
+        target.mkdir()
+        link = tmp_path / f"anonymize-app-{dead.pid}-link"
+        link.symlink_to(target, target_is_directory=True)
+        other = tmp_path / f"anonymize-app-x{dead.pid}"
+        other.mkdir()
+        session = Session(root=tmp_path)
+        try:
+            assert not killed[0].exists() and not stale.exists()
+            assert live.is_dir() and link.is_symlink() and target.is_dir() and other.is_dir()
+            assert session.workdir.is_dir() and f"-{os.getpid()}-" in session.workdir.name
+        finally:
+            session.close()
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+
+
+def test_heic_photo_is_shown_as_png(tmp_path):
+    """Chromium shows no HEIC: the page gets PNG copies of the original and of the preview; the
+    saved output stays HEIC."""
+    import cv2
+    import pillow_heif
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()
+    heic = tmp_path / "crowd.heic"
+    Image.open(SAMPLE / "crowd.jpg").save(heic, quality=90)
+    with app_server(Options(marks=("faces",))) as r, \
+            httpx.Client(headers={"X-Anonymize-Token": r.session.token}, timeout=60) as c:
+        base = _base(r)
+        up = c.post(base + "/api/files", files={"file": ("x", heic.read_bytes())}, headers={"X-File-Name": "crowd.heic"})
+        assert up.status_code == 202, up.text
+        url = f"{base}/api/files/{up.json()['id']}"
+        d = _wait(c, url, ("ready", "failed"))
+        assert d["status"] == "ready", d["error"]
+        for view in ("original", "preview"):
+            got = c.get(f"{url}/{view}")
+            assert got.status_code == 200 and got.headers["content-type"] == "image/png", view
+            image = cv2.imdecode(np.frombuffer(got.content, np.uint8), cv2.IMREAD_COLOR)
+            assert image.shape[:2] == (d["height"], d["width"])
+        assert c.post(f"{url}/render", json={"spared": [], "add": [], "mask_frames": []}).status_code == 202
+        d = _wait(c, url, ("rendered", "ready"))
+        assert d["status"] == "rendered", d["error"]
+        assert c.get(f"{url}/preview").headers["content-type"] == "image/png"
+        out = c.get(f"{url}/output")
+        assert 'filename="crowd.anonymized.heic"' in out.headers["content-disposition"]
+        assert out.content[4:12] in (b"ftypheic", b"ftypmif1", b"ftypheix")

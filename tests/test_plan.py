@@ -77,8 +77,13 @@ def test_render_of_unedited_plan_equals_one_shot_video(two, tmp_path, monkeypatc
     rendered = runner.render(src, load_plan(plan_path), dst)
     assert runner._engine is None
     assert _regions(rendered) == _regions(oneshot)
-    # same regions, same per-file noise: the same pixels
-    assert np.array_equal(decode_frames(dst), decode_frames(out))
+    # same regions, same per-file noise; render draws on the source's yuv420p planes, the one-shot
+    # run on BGR: the same picture up to colour-conversion rounding (the one-shot's BGR round trip
+    # shifts this clip's flat grey by a few levels; render keeps the source's planes, so it is the
+    # nearer of the two to the source)
+    got, want, source = (decode_frames(p).astype(int) for p in (dst, out, src))
+    assert got.shape == want.shape and np.abs(got - want).mean() < 4
+    assert np.abs(got - source).mean() <= np.abs(want - source).mean()
 
 
 def test_render_of_unedited_plan_equals_one_shot_photo(face_png, tmp_path, anonymizer):
@@ -178,7 +183,9 @@ def test_mask_frames_masks_the_whole_frame(two, tmp_path):
     rendered = Anonymizer(detectors=False).render(src, path, dst)
     frames = _regions(rendered)
     assert [any(r["kind"] == "frame" for r in f) for f in frames] == [10 <= i <= 12 for i in range(30)]
-    a, b, c = (decode_frames(p).astype(int) for p in (src, dst, out))
+    unedited = tmp_path / "unedited.mp4"
+    Anonymizer(detectors=False).render(src, plan_path, unedited)
+    a, b, c = (decode_frames(p).astype(int) for p in (src, dst, unedited))
     assert np.abs(a[11] - b[11]).mean() > 20  # nothing of the frame survives
     assert np.abs(c[5] - b[5]).mean() < 1  # other frames: as the unedited render (only the faces)
 

@@ -16,7 +16,10 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import queue
+import re
+import stat
 import secrets
 import shutil
 import tempfile
@@ -45,6 +48,8 @@ THUMB_PX = 160
 #: Videos a browser plays as they are; others get an H.264 copy for the "original" view.
 MEDIA_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".heic": "image/heic",
                ".mp4": "video/mp4", ".webm": "video/webm", ".json": "application/json"}
+#: Photo formats browsers do not show (Chromium has no HEIF decoder): the page gets PNG copies.
+UNSHOWN_PHOTOS = {".heic", ".heif"}
 PLAYABLE = {(".mp4", "h264"), (".mp4", "av1"), (".webm", "vp8"), (".webm", "vp9"), (".webm", "av1")}
 
 
@@ -78,6 +83,21 @@ class Item:
     def out_ext(self) -> str:
         return ".mp4" if self.kind == "video" else self.ext
 
+    @property
+    def shown_ext(self) -> str:
+        """The preview's extension: the output's, or PNG for a photo format browsers cannot show."""
+        return ".png" if self.kind == "photo" and self.ext in UNSHOWN_PHOTOS else self.out_ext
+
+    def show(self, rendered: Path) -> None:
+        """Make ``rendered`` the page's preview (a PNG copy of it when browsers cannot show it)."""
+        preview = self.folder / f"preview{self.shown_ext}"
+        if rendered == preview:
+            return
+        if self.shown_ext == self.out_ext:
+            shutil.copyfile(rendered, preview)
+        else:
+            _png_copy(rendered, preview)
+
     def public(self) -> dict:
         """The page's view: status, and once detected the tracks, regions and frame times."""
         out = {"id": self.id, "name": self.name, "kind": self.kind, "status": self.status,
@@ -95,12 +115,58 @@ class Item:
                                      for r in f.get("regions", [])]] for f in self.plan.get("frames", [])]
 
 
+#: Working folders are named ``anonymize-app-<pid>-<random>``: the pid lets a later start tell a
+#: folder left by a killed app (kill -9, a crash, a power cut) from one in use.
+WORKDIR_PREFIX = "anonymize-app-"
+_WORKDIR_RE = re.compile(re.escape(WORKDIR_PREFIX) + r"(\d{1,10})-[A-Za-z0-9_]+")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process (or not a pid we can ask about): not ours to judge
+    return True
+
+
+def remove_stale_workdirs(root: Path | str | None = None) -> list[Path]:
+    """Remove the working folders that apps killed before they could clean up left in ``root``
+    (default: the temporary folder), and return them. Only a folder named with our prefix and a
+    pid, a real directory (not a link), owned by this user, whose pid is not running and is not
+    ours, is removed; anything else is left alone."""
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _WORKDIR_RE.fullmatch(entry.name)
+        if not m:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        pid = int(m[1])
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)  # never follows links inside it
+        removed.append(Path(entry.path))
+    if removed:
+        log.info("removed %d working folder(s) left by stopped apps", len(removed))
+    return removed
+
+
 class Session:
     """The working folder, the uploaded items and the one worker thread that detects and renders."""
 
     def __init__(self, options: Options | None = None, root: Path | str | None = None):
+        remove_stale_workdirs(root)
         # mkdtemp creates the folder 0700: other users of the machine cannot list or read it
-        self.workdir = Path(tempfile.mkdtemp(prefix="anonymize-app-", dir=root))
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=root))
         self.token = secrets.token_urlsafe(24)
         self.options = options or Options()
         self.items: dict[str, Item] = {}
@@ -190,6 +256,9 @@ class Session:
             v = info.video
             item.fps = float(v.fps) if v is not None and v.fps else 0.0
             item.original = item.src.name if (item.ext, v.codec if v else "") in PLAYABLE else None
+        elif item.ext in UNSHOWN_PHOTOS:
+            _png_copy(item.src, item.folder / "original.png")  # the "original" view, on this computer only
+            item.original = "original.png"
         else:
             item.original = item.src.name
         report = runner.detect(item.src, on_frame=self._counter(item, 0.8, 0.0))
@@ -201,8 +270,9 @@ class Session:
         self._thumbnails(item, entry)
         if item.original is None:
             self._original_copy(item)
-        runner.render(item.src, plan_path, item.folder / f"preview{item.out_ext}",
-                      on_frame=self._counter(item, 0.2, 0.8))
+        rendered = item.folder / f"{'preview' if item.shown_ext == item.out_ext else 'detected'}{item.out_ext}"
+        runner.render(item.src, plan_path, rendered, on_frame=self._counter(item, 0.2, 0.8))
+        item.show(rendered)
         item.plan, item.version, item.progress, item.status = entry, item.version + 1, 1.0, "ready"
 
     def _render(self, item: Item, edits: dict) -> None:
@@ -222,7 +292,7 @@ class Session:
         out = item.folder / f"output{item.out_ext}"
         report = runner.render(item.src, plan, out, on_frame=self._counter(item, 1.0, 0.0))
         runner.write_report(item.folder / "report.json", [report])
-        shutil.copyfile(out, item.folder / f"preview{item.out_ext}")
+        item.show(out)
         item.version += 1
         item.progress, item.status = 1.0, "rendered"
 
@@ -283,6 +353,16 @@ class Session:
                             "-an", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-pix_fmt", "yuv420p",
                             "-fps_mode", "passthrough", "-y", str(out)])
         item.original = out.name
+
+
+def _png_copy(src: Path, dst: Path) -> None:
+    """``src`` (a photo, e.g. HEIC) as a PNG the browser can show, upright as the pipeline sees it;
+    no metadata is carried over (cv2 writes none)."""
+    from ..photo import read_photo
+
+    image, _ = read_photo(src)
+    if not cv2.imwrite(str(dst), image):
+        raise AnonymizeError(f"could not write the page's copy of {src.name}")
 
 
 def _crop(image: np.ndarray, box: list) -> np.ndarray | None:
@@ -447,7 +527,7 @@ def create_app(session: Session, host: str, port: int) -> Guard:
     @app.get("/api/files/{item_id}/preview")
     def preview(item_id: str):
         item = item_of(item_id)
-        return _media(item, f"preview{item.out_ext}")
+        return _media(item, f"preview{item.shown_ext}")
 
     @app.get("/api/files/{item_id}/original")
     def original(item_id: str):

@@ -97,6 +97,11 @@ function showMedia() {
   }
   $("view-masked").classList.toggle("on", state.view === "masked");
   $("view-original").classList.toggle("on", state.view === "original");
+  // The masked view is a file the server rendered: say which plan it shows, so nobody takes the
+  // detection preview for the edited result.
+  $("preview-note").textContent = state.view !== "masked" ? "" : d.status === "rendered"
+    ? "Masked view: your last render (edits made since then show after you render again)."
+    : "Masked view: the detection preview, everything found masked. Spared people, added boxes and masked frames show after Render.";
   draw();
 }
 
