@@ -275,8 +275,10 @@ def _stop(eng, todo: list[Job], graceful: bool = False) -> None:
     try:
         eng.shutdown(graceful=graceful)
     finally:
-        remove_partials_of(j.dst for j in todo)
-        _close(eng)
+        try:
+            _close(eng)  # Ray: leaving the cluster is what kills a task that did not stop in time
+        finally:
+            remove_partials_of(j.dst for j in todo)
 
 
 def _finish(summary: Summary, start: float, seconds: float | None = None) -> Summary:
