@@ -3,9 +3,11 @@ every node sees the files. Ray is an optional extra (``pip install "anonymize-pr
 imported only here and only when asked for.
 
 Local means local: without ``--ray-address`` Ray is started on 127.0.0.1 only (every port it
-opens is on loopback: :func:`_loopback_only`), with no dashboard
-and no usage statistics (``RAY_USAGE_STATS_ENABLED=0`` is set before Ray is imported, and passed
-to every worker), and it is shut down when the run ends. With an address the cluster is someone
+opens is on loopback: :func:`_loopback_only`), lean (no dashboard or its API server, no
+autoscaler monitor, no log monitor: :func:`_lean`) and with no usage statistics
+(``RAY_USAGE_STATS_ENABLED=0`` is set before Ray is imported, and inherited by every process of
+the cluster), and it is shut down when the run ends. The CLI starts it in a background thread as
+soon as it has parsed its arguments (:func:`prestart`), so Ray's start overlaps the run's setup. With an address the cluster is someone
 else's: we connect to it and leave it running.
 
 Files are never shipped through Ray: every node reads the inputs and writes the outputs on a
@@ -28,8 +30,9 @@ _NO_TELEMETRY = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING
                  "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1"}
 _lock = threading.Lock()
 #: The environment of a private cluster's processes (not ours: the service's webhooks need the
-#: real one). Ray's dashboard process runs even without the dashboard and, usage statistics off or
-#: not, asks the cloud metadata address (169.254.169.254) and metadata.google.internal (a DNS
+#: real one). Ray's dashboard process (an API server even without the dashboard; no longer started
+#: for a private cluster, :func:`_lean`, but kept from the network all the same) asks, usage
+#: statistics off or not, the cloud metadata address (169.254.169.254) and metadata.google.internal (a DNS
 #: lookup) which cloud it runs on. Seen under strace in a network namespace; its HTTP client
 #: (requests) honours these, so those requests go to a closed port on loopback and fail there,
 #: with no lookup; Ray's own gRPC on loopback is exempt (no_proxy).

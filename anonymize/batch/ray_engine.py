@@ -10,7 +10,10 @@ writes its output atomically like every other run: no partial output ever has a 
 
 The worker returns the :class:`~anonymize.batch.jobs.Outcome`, the report's frames inside it
 (the driver's disk may be on another machine); the driver alone writes the manifest, once per
-file, whatever the retries.
+file, whatever the retries. Tasks, not actors: a task runs in a worker Ray prestarted with the
+cluster and keeps its models there, where an actor would need a process of its own started on
+demand; a dead worker's task is retried all the same. A stopping run never calls ``ray.cancel``
+(see :meth:`RayEngine.shutdown`).
 """
 from __future__ import annotations
 
