@@ -267,8 +267,6 @@ _saved: dict[str, bool] = {}
 
 def disconnect() -> None:
     """Leave the cluster (a local one we started stops with it)."""
-    import sys
-
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
