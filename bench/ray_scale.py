@@ -108,6 +108,29 @@ def scaling(work: Path, files: int, options: Options) -> dict:
     return result
 
 
+def _pid() -> int:
+    return os.getpid()
+
+
+def start_cost(runs: int) -> list[tuple[float, float, float]]:
+    """Ray's own cost, ``runs`` times: a private local Ray (2 CPUs) started, one trivial task on
+    each of its 2 workers, shut down (seconds of each)."""
+    ray = ray_cluster.import_ray()
+    rows = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        ray_cluster.connect(None, num_cpus=2)
+        t1 = time.perf_counter()
+        f = ray.remote(num_cpus=1)(_pid)
+        ray.get([f.remote(), f.remote()])
+        t2 = time.perf_counter()
+        ray_cluster.disconnect()
+        rows.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+        print(f"  start {rows[-1][0]:.2f} s, first task on 2 workers {rows[-1][1]:.2f} s, shutdown "
+              f"{rows[-1][2]:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+    return rows
+
+
 def cli(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "anonymize", *args], env=ENV, capture_output=True, text=True,
@@ -281,7 +304,7 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=2, help="busy workers killed in the kill -9 trial")
     ap.add_argument("--seconds", type=float, default=1.0, help="length of the 1080p clip of the estimate")
     ap.add_argument("--node-cpus", type=int, default=16, help="CPUs per node in the estimate")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: scaling,overhead,kill,estimate")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: scaling,start,overhead,kill,estimate")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
     options = Options(threads=1, ffmpeg_threads=1)
@@ -292,6 +315,9 @@ def main() -> None:
             print("scaling:", flush=True)
             ratio = scaling(work, args.files, options)["ratio"]
             print(f"  ratio 2 workers / 1 worker: {ratio:.2f}")
+        if "start" not in skip:
+            print("Ray's own cost:", flush=True)
+            start_cost(2)
         if "overhead" not in skip:
             print("overhead:", flush=True)
             overhead(work, args.small, options, args.repeat)
