@@ -4,6 +4,8 @@ and what a cluster would do for 1,000 hours of 1080p footage.
 1. **Scaling** (in one run): a private local Ray with one single-CPU worker, then with two; each
    warmed (models loaded in every worker) and then timed on the same ``--files`` photos. Files per
    hour of each and their ratio (2.0 = perfect).
+1b. **Start** (part "start"): Ray's own cost, twice: a private Ray of 2 CPUs started, a trivial
+   task on each of its workers, shut down.
 2. **Overhead**: the same ``--small`` small photos through the real CLI, ``--jobs 2``: with
    ``--engine local`` (the process pool), ``--engine ray`` (its own private Ray, started and
    stopped by the run), and ``--engine ray --ray-address`` of a loopback cluster already up.
