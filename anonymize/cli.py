@@ -308,6 +308,19 @@ def _main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error argparse already printed
         return exc.code if isinstance(exc.code, int) else 2
     setup_logging(args)
+    if args.engine == "ray" and not args.ray_address and not args.dry_run:
+        from . import ray_cluster
+
+        # Ray's start (seconds) overlaps the planning below; the run's connect() takes the cluster
+        ray_cluster.prestart(batch.ray_local_cpus(args.jobs))
+        try:
+            return _run(args)
+        finally:
+            ray_cluster.cancel_prestart()  # only a cluster no run took (it ended before its first file)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         options = options_from_args(args)
         the_plan = batch.plan(args.inputs, args.output, copy_other=args.copy_other, manifest=args.manifest)

@@ -3,9 +3,11 @@ every node sees the files. Ray is an optional extra (``pip install "anonymize-pr
 imported only here and only when asked for.
 
 Local means local: without ``--ray-address`` Ray is started on 127.0.0.1 only (every port it
-opens is on loopback: :func:`_loopback_only`), with no dashboard
-and no usage statistics (``RAY_USAGE_STATS_ENABLED=0`` is set before Ray is imported, and passed
-to every worker), and it is shut down when the run ends. With an address the cluster is someone
+opens is on loopback: :func:`_loopback_only`), lean (no dashboard or its API server, no
+autoscaler monitor, no log monitor: :func:`_lean`) and with no usage statistics
+(``RAY_USAGE_STATS_ENABLED=0`` is set before Ray is imported, and inherited by every process of
+the cluster), and it is shut down when the run ends. The CLI starts it in a background thread as
+soon as it has parsed its arguments (:func:`prestart`), so Ray's start overlaps the run's setup. With an address the cluster is someone
 else's: we connect to it and leave it running.
 
 Files are never shipped through Ray: every node reads the inputs and writes the outputs on a
@@ -15,6 +17,7 @@ before any work and refuses (exit 2) a path a node cannot read or write.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any
 
@@ -27,8 +30,9 @@ _NO_TELEMETRY = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING
                  "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1"}
 _lock = threading.Lock()
 #: The environment of a private cluster's processes (not ours: the service's webhooks need the
-#: real one). Ray's dashboard process runs even without the dashboard and, usage statistics off or
-#: not, asks the cloud metadata address (169.254.169.254) and metadata.google.internal (a DNS
+#: real one). Ray's dashboard process (an API server even without the dashboard; no longer started
+#: for a private cluster, :func:`_lean`, but kept from the network all the same) asks, usage
+#: statistics off or not, the cloud metadata address (169.254.169.254) and metadata.google.internal (a DNS
 #: lookup) which cloud it runs on. Seen under strace in a network namespace; its HTTP client
 #: (requests) honours these, so those requests go to a closed port on loopback and fail there,
 #: with no lookup; Ray's own gRPC on loopback is exempt (no_proxy).
@@ -48,6 +52,67 @@ def import_ray() -> Any:
     return ray
 
 
+def prestart(num_cpus: int | None = None) -> None:
+    """Start the private local cluster of a coming ``connect(None, num_cpus)`` in a background
+    thread now, so Ray's start (seconds) overlaps the work a run does before its first file
+    (imports, planning, the manifest). :func:`connect` waits for it and takes it; an error is
+    raised there. :func:`disconnect` stops it, finished or not."""
+    global _pending
+    with _lock:
+        ray = sys.modules.get("ray")
+        if _pending is not None or (ray is not None and ray.is_initialized()):
+            return  # already under way, or the caller's own ray.init, which connect() uses
+        result: dict[str, Any] = {"ready": threading.Event()}
+        _release.clear()
+
+        def start() -> None:
+            try:
+                result["ray"], result["owned"] = _start_local(import_ray(), num_cpus)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by connect() in the caller's thread
+                result["error"] = exc
+            finally:
+                result["ready"].set()
+            # Ray starts its GCS and raylet with PR_SET_PDEATHSIG: they get SIGKILL when the *thread*
+            # that started them ends, so this thread lives until the cluster is shut down
+            _release.wait()
+
+        thread = threading.Thread(target=start, name="anonymize-ray-start", daemon=True)
+        _pending = (thread, num_cpus, result)
+        thread.start()
+
+
+def _take_pending(num_cpus: int | None) -> tuple[Any, bool] | None:
+    """(``ray``, owned) of a :func:`prestart` for ``num_cpus`` (waiting for it), or None."""
+    global _pending
+    with _lock:
+        pending, _pending = _pending, None
+    if pending is None:
+        return None
+    thread, cpus, result = pending
+    result["ready"].wait()
+    if "error" in result:
+        raise result["error"]
+    if cpus != num_cpus and result["owned"]:  # started for another size: not this run's cluster
+        result["ray"].shutdown()
+        _release.set()
+        return None
+    return result["ray"], result["owned"]
+
+
+def cancel_prestart() -> None:
+    """Stop the cluster of a :func:`prestart` that no :func:`connect` took (a run that ended
+    before its first file: a setup error, a signal)."""
+    taken = _take_pending(None)
+    if taken is not None and taken[1]:
+        taken[0].shutdown()
+    _release.set()
+
+
+_pending: tuple[threading.Thread, int | None, dict] | None = None
+#: set when the cluster of a :func:`prestart` is shut down: its starting thread may end then
+_release = threading.Event()
+
+
 def connect(address: str | None, num_cpus: int | None = None) -> tuple[Any, bool]:
     """Connect to the Ray cluster at ``address``, or (None) start a private one on this machine with
     ``num_cpus`` CPUs (loopback only, no dashboard, no usage statistics). Returns (``ray``, whether
@@ -55,40 +120,111 @@ def connect(address: str | None, num_cpus: int | None = None) -> tuple[Any, bool
     then used as it is and left connected). InputError (exit 2) when Ray is missing or the
     cluster cannot be reached."""
     if not address:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only: see _loopback_only
+        taken = _take_pending(num_cpus)
+        if taken is not None:
+            return taken
     ray = import_ray()
     with _lock:
         if ray.is_initialized():
             return ray, False
         handlers = _signal_handlers()  # ray.init replaces SIGTERM's with sys.exit(15): ours stay
-        common = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
-                      runtime_env={"env_vars": dict(_NO_TELEMETRY)})
         try:
             if address:
-                common.pop("include_dashboard")  # the cluster's own setting; not ours to choose
-                ray.init(address=address, **common)
+                ray.init(address=address, log_to_driver=False, configure_logging=False,
+                         runtime_env={"env_vars": dict(_NO_TELEMETRY)})  # the workers of a cluster not ours
             else:
-                _loopback_only(ray)
-                saved = {k: os.environ.get(k) for k in _NO_HTTP}
-                os.environ.update(_NO_HTTP)  # for Ray's processes started now (see _NO_HTTP)
-                try:
-                    # "local": always a new private cluster, never one another program started here
-                    ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
-                finally:
-                    _loopback_only(ray, undo=True)
-                    for k, v in saved.items():
-                        if v is None:
-                            os.environ.pop(k, None)
-                        else:
-                            os.environ[k] = v
+                _init_local(ray, num_cpus)
         except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
-            where = f"at {address}" if address else "on this machine"
-            hint = ("; a cluster with token authentication (Ray's default) needs RAY_AUTH_MODE=token and its "
-                    "token in ~/.ray/auth_token or RAY_AUTH_TOKEN" if address else "")
-            raise InputError(f"--engine ray: cannot {'reach' if address else 'start'} a Ray cluster {where} "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}){hint}") from None
-        _restore(handlers)
+            raise _cannot(address, exc) from None
+        finally:
+            _restore(handlers)
     return ray, True
+
+
+def _cannot(address: str | None, exc: BaseException) -> InputError:
+    where = f"at {address}" if address else "on this machine"
+    hint = ("; a cluster with token authentication (Ray's default) needs RAY_AUTH_MODE=token and its "
+            "token in ~/.ray/auth_token or RAY_AUTH_TOKEN" if address else "")
+    return InputError(f"--engine ray: cannot {'reach' if address else 'start'} a Ray cluster {where} "
+                      f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}){hint}")
+
+
+def _start_local(ray: Any, num_cpus: int | None) -> tuple[Any, bool]:
+    """:func:`_init_local` from a background thread (:func:`prestart`); (``ray``, whether it
+    started the cluster)."""
+    import logging
+
+    # ray.init outside the main thread sets no SIGTERM handler (ours stay, as wanted) and says so
+    quiet = logging.getLogger("ray._private.worker")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with _lock:
+            if ray.is_initialized():
+                return ray, False
+            try:
+                _init_local(ray, num_cpus)
+            except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
+                raise _cannot(None, exc) from None
+    finally:
+        quiet.setLevel(level)
+    return ray, True
+
+
+def _init_local(ray: Any, num_cpus: int | None) -> None:
+    """``ray.init`` of a private cluster: loopback only, lean (see :func:`_lean`), proxies pointed
+    at a closed loopback port for its processes (see ``_NO_HTTP``). The workers inherit this
+    process's environment (``_NO_TELEMETRY`` included), so no runtime environment is set: one
+    would make the raylet start every worker through its runtime-env agent instead of handing
+    out the ones it prestarted (seconds per run here)."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only: see _loopback_only
+    _loopback_only(ray)
+    saved = {k: os.environ.get(k) for k in _NO_HTTP}
+    os.environ.update(_NO_HTTP)  # for Ray's processes started now (see _NO_HTTP)
+    undo = _lean()
+    try:
+        # "local": always a new private cluster, never one another program started here
+        ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    finally:
+        undo()
+        _loopback_only(ray, undo=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _lean() -> Any:
+    """For the ``ray.init`` of a private cluster: start none of the head's Python services a batch
+    never uses: the autoscaler's monitor (one machine, nothing to scale), the log monitor (worker
+    logs are not forwarded: ``log_to_driver=False``) and the dashboard's API server (no dashboard,
+    no job or state API; it is also the process that probes for a cloud metadata service). Each
+    is a Python process importing Ray at start (0.6-0.7 CPU-seconds each here), on the machine
+    the run's workers need. GCS, raylet and its agents start as always. Ray has no switch for
+    these in ``ray.init`` (``ray start`` has ``--no-monitor``/``--include-log-monitor``), so its
+    parameters are set for the call; returns the undo. A Ray without these internals starts
+    them all, as before."""
+    try:
+        from ray._private import node, parameter
+    except ImportError:
+        return lambda: None
+    init, api = parameter.RayParams.__init__, node.Node.start_api_server
+
+    def lean_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.no_monitor, self.include_log_monitor = True, False
+
+    def no_api_server(self, **kwargs):  # noqa: ARG001 - Node.start_api_server's keywords
+        self._webui_url = None
+
+    parameter.RayParams.__init__, node.Node.start_api_server = lean_init, no_api_server
+
+    def undo() -> None:
+        parameter.RayParams.__init__, node.Node.start_api_server = init, api
+
+    return undo
 
 
 def _signal_handlers() -> dict:
@@ -131,11 +267,10 @@ _saved: dict[str, bool] = {}
 
 def disconnect() -> None:
     """Leave the cluster (a local one we started stops with it)."""
-    import sys
-
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+    _release.set()
 
 
 def cluster_cpus() -> int:

@@ -4,10 +4,13 @@ and what a cluster would do for 1,000 hours of 1080p footage.
 1. **Scaling** (in one run): a private local Ray with one single-CPU worker, then with two; each
    warmed (models loaded in every worker) and then timed on the same ``--files`` photos. Files per
    hour of each and their ratio (2.0 = perfect).
+1b. **Start** (part "start"): Ray's own cost, twice: a private Ray of 2 CPUs started, a trivial
+   task on each of its workers, shut down.
 2. **Overhead**: the same ``--small`` small photos through the real CLI, ``--jobs 2``: with
    ``--engine local`` (the process pool), ``--engine ray`` (its own private Ray, started and
    stopped by the run), and ``--engine ray --ray-address`` of a loopback cluster already up.
-   Wall time of the whole command (what a user waits), and of the files alone (``execute``; Ray
+   Wall time of the whole command (what a user waits; ``--repeat`` pairs, local and ray
+   alternating, the median of the pairs' ratios and their range), and of the files alone (``execute``; Ray
    started and its workers warm; local: pool start and model loads included, as in every run).
 3. **kill -9**: the CLI with ``--engine ray --jobs 2`` on photos and a video while ``--kills`` busy
    workers (``ray::_ray_job`` processes) are killed with SIGKILL; then every file must be ``done``
@@ -20,7 +23,7 @@ Inputs come from the project's own sample media (no shared data), made in a temp
 
 Usage::
 
-    python bench/ray_scale.py [--files 16] [--small 50] [--kills 2] [--seconds 1] [--node-cpus 16]
+    python bench/ray_scale.py [--files 16] [--small 50] [--repeat 5] [--kills 2] [--seconds 1] [--node-cpus 16]
 """
 from __future__ import annotations
 
@@ -107,6 +110,29 @@ def scaling(work: Path, files: int, options: Options) -> dict:
     return result
 
 
+def _pid() -> int:
+    return os.getpid()
+
+
+def start_cost(runs: int) -> list[tuple[float, float, float]]:
+    """Ray's own cost, ``runs`` times: a private local Ray (2 CPUs) started, one trivial task on
+    each of its 2 workers, shut down (seconds of each)."""
+    ray = ray_cluster.import_ray()
+    rows = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        ray_cluster.connect(None, num_cpus=2)
+        t1 = time.perf_counter()
+        f = ray.remote(num_cpus=1)(_pid)
+        ray.get([f.remote(), f.remote()])
+        t2 = time.perf_counter()
+        ray_cluster.disconnect()
+        rows.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+        print(f"  start {rows[-1][0]:.2f} s, first task on 2 workers {rows[-1][1]:.2f} s, shutdown "
+              f"{rows[-1][2]:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+    return rows
+
+
 def cli(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "anonymize", *args], env=ENV, capture_output=True, text=True,
@@ -114,17 +140,28 @@ def cli(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     return time.perf_counter() - t, proc
 
 
-def overhead(work: Path, small: int, options: Options) -> dict:
-    """The same small photos: --engine local vs --engine ray, --jobs 2 (whole CLI, and warm files only)."""
+def overhead(work: Path, small: int, options: Options, repeat: int = 1) -> dict:
+    """The same small photos: --engine local vs --engine ray, --jobs 2 (whole CLI, and warm files
+    only). The CLI pair runs ``repeat`` times, local and ray alternating, so both meet the same load;
+    the ratio of each pair, their median and spread."""
     src = photos(work / "small", small, 320, seed=3)
-    res = {}
-    for engine in ("local", "ray"):
-        out = work / f"small-{engine}"
-        shutil.rmtree(out, ignore_errors=True)
-        batch.manifest_path(out).unlink(missing_ok=True)
-        took, proc = cli([str(src), "-o", str(out) + "/", "-q", "--jobs", "2", "--engine", engine])
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        res[engine] = {"cli_s": took}
+    res: dict = {"local": {}, "ray": {}, "pairs": []}
+    for i in range(repeat):
+        pair = {}
+        for engine in (("local", "ray") if i % 2 == 0 else ("ray", "local")):
+            out = work / f"small-{engine}"
+            shutil.rmtree(out, ignore_errors=True)
+            batch.manifest_path(out).unlink(missing_ok=True)
+            took, proc = cli([str(src), "-o", str(out) + "/", "-q", "--jobs", "2", "--engine", engine])
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            pair[engine] = took
+        res["pairs"].append(pair)
+        print(f"  pair {i + 1}: local {pair['local']:.1f} s, ray {pair['ray']:.1f} s "
+              f"({pair['ray'] / pair['local'] - 1:+.0%}; load {os.getloadavg()[0]:.1f})", flush=True)
+    ratios = sorted(p["ray"] / p["local"] - 1 for p in res["pairs"])
+    res["overhead_cli_s"] = ratios[len(ratios) // 2]
+    res["local"]["cli_s"] = sorted(p["local"] for p in res["pairs"])[repeat // 2]
+    res["ray"]["cli_s"] = sorted(p["ray"] for p in res["pairs"])[repeat // 2]
     # the realistic archive case: a cluster that is already up (`ray start --head`), the CLI
     # connecting with --ray-address (each run still starts its own workers and loads their models)
     with head(2) as address:
@@ -140,13 +177,13 @@ def overhead(work: Path, small: int, options: Options) -> dict:
     res["ray"]["files_s"], _ = timed_execute(src, work / "small-ray-warm", options, engine="ray")
     ray_cluster.disconnect()
     res["local"]["files_s"], _ = timed_execute(src, work / "small-local-warm", options, engine="local", jobs=2)
-    for key in ("cli_s", "files_s"):
-        res[f"overhead_{key}"] = res["ray"][key] / res["local"][key] - 1
+    res["overhead_files_s"] = res["ray"]["files_s"] / res["local"]["files_s"] - 1
     res["overhead_address"] = res["ray-address"]["cli_s"] / res["local"]["cli_s"] - 1
-    print(f"  {small} photos, --jobs 2: CLI local {res['local']['cli_s']:.1f} s, ray (private, started by the "
-          f"run) {res['ray']['cli_s']:.1f} s ({res['overhead_cli_s']:+.0%}), ray --ray-address of a running "
-          f"cluster {res['ray-address']['cli_s']:.1f} s ({res['overhead_address']:+.0%}); files alone: local "
-          f"{res['local']['files_s']:.1f} s, ray warm {res['ray']['files_s']:.1f} s "
+    print(f"  {small} photos, --jobs 2, {repeat} pair(s): ray (private, started by the run) vs local: median "
+          f"{res['overhead_cli_s']:+.0%} (range {ratios[0]:+.0%} .. {ratios[-1]:+.0%}); median CLI local "
+          f"{res['local']['cli_s']:.1f} s, ray {res['ray']['cli_s']:.1f} s; ray --ray-address of a running "
+          f"cluster {res['ray-address']['cli_s']:.1f} s ({res['overhead_address']:+.0%} on the median local); "
+          f"files alone: local {res['local']['files_s']:.1f} s, ray warm {res['ray']['files_s']:.1f} s "
           f"({res['overhead_files_s']:+.0%})", flush=True)
     return res
 
@@ -265,10 +302,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=16, help="photos (640 px) of the scaling runs")
     ap.add_argument("--small", type=int, default=50, help="small photos (320 px) of the overhead runs")
+    ap.add_argument("--repeat", type=int, default=5, help="local/ray CLI pairs of the overhead runs")
     ap.add_argument("--kills", type=int, default=2, help="busy workers killed in the kill -9 trial")
     ap.add_argument("--seconds", type=float, default=1.0, help="length of the 1080p clip of the estimate")
     ap.add_argument("--node-cpus", type=int, default=16, help="CPUs per node in the estimate")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: scaling,overhead,kill,estimate")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: scaling,start,overhead,kill,estimate")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
     options = Options(threads=1, ffmpeg_threads=1)
@@ -279,9 +317,12 @@ def main() -> None:
             print("scaling:", flush=True)
             ratio = scaling(work, args.files, options)["ratio"]
             print(f"  ratio 2 workers / 1 worker: {ratio:.2f}")
+        if "start" not in skip:
+            print("Ray's own cost:", flush=True)
+            start_cost(2)
         if "overhead" not in skip:
             print("overhead:", flush=True)
-            overhead(work, args.small, options)
+            overhead(work, args.small, options, args.repeat)
         if "kill" not in skip:
             print("kill -9:", flush=True)
             kill_trial(work, args.kills)

@@ -31,13 +31,13 @@ concurrent run on the same folder is refused.
 from __future__ import annotations
 
 from ..api import media_kind
-from .driver import EXIT_BATCH_FAILED, Summary, cpu_cores, execute, why, worker_plan
+from .driver import EXIT_BATCH_FAILED, Summary, cpu_cores, execute, ray_local_cpus, why, worker_plan
 from .jobs import FATAL, Outcome, process_job
 from .manifest import (_PARTIAL, MANIFEST_NAME, Manifest, manifest_path, read_manifest, remove_if_stale,
                        remove_partials_of, remove_stale_partials, settings_hash, sha256_file)
 from .plan import Job, Plan, looks_like_media, plan
 
 __all__ = ["EXIT_BATCH_FAILED", "FATAL", "MANIFEST_NAME", "Job", "Manifest", "Outcome", "Plan", "Summary",
-           "cpu_cores", "execute", "looks_like_media", "manifest_path", "media_kind", "plan", "process_job",
+           "cpu_cores", "execute", "looks_like_media", "ray_local_cpus", "manifest_path", "media_kind", "plan", "process_job",
            "read_manifest", "remove_if_stale", "remove_partials_of", "remove_stale_partials", "settings_hash",
            "sha256_file", "why", "worker_plan", "_PARTIAL"]

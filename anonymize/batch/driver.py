@@ -41,6 +41,11 @@ def cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def ray_local_cpus(jobs: int) -> int:
+    """CPUs of the private local Ray of ``--engine ray --jobs N`` (0: every core)."""
+    return cpu_cores() if jobs <= 0 else jobs
+
+
 def worker_plan(jobs: int, options: Options, files: int) -> tuple[int, Options]:
     """(worker processes, their options): at most one worker per core and per file, and the
     cores split between them (detector threads = cores // workers unless set explicitly)."""
@@ -156,7 +161,7 @@ def _engine(the_plan: Plan, options: Options, settings: str, prevs: dict, summar
         from .ray_engine import RayEngine
 
         eng = RayEngine(options, settings, prevs, address=ray_address,
-                        local_cpus=cpu_cores() if jobs <= 0 else jobs)
+                        local_cpus=ray_local_cpus(jobs))
         summary.engine, summary.workers = "ray", eng.capacity
         try:
             eng.check_paths(*_paths_to_check(the_plan))
@@ -270,8 +275,10 @@ def _stop(eng, todo: list[Job], graceful: bool = False) -> None:
     try:
         eng.shutdown(graceful=graceful)
     finally:
-        remove_partials_of(j.dst for j in todo)
-        _close(eng)
+        try:
+            _close(eng)  # Ray: leaving the cluster is what kills a task that did not stop in time
+        finally:
+            remove_partials_of(j.dst for j in todo)
 
 
 def _finish(summary: Summary, start: float, seconds: float | None = None) -> Summary:

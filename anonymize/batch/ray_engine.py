@@ -10,11 +10,16 @@ writes its output atomically like every other run: no partial output ever has a 
 
 The worker returns the :class:`~anonymize.batch.jobs.Outcome`, the report's frames inside it
 (the driver's disk may be on another machine); the driver alone writes the manifest, once per
-file, whatever the retries.
+file, whatever the retries. Tasks, not actors: a task runs in a worker Ray prestarted with the
+cluster and keeps its models there, where an actor would need a process of its own started on
+demand; a dead worker's task is retried all the same. A stopping run never calls ``ray.cancel``
+(see :meth:`RayEngine.shutdown`).
 """
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from typing import Any
 
 from .. import ray_cluster
@@ -23,9 +28,14 @@ from .engines import spool_to_text
 from .jobs import Outcome, lost, process_job
 from .manifest import remove_partials_of
 from .plan import Job
+from ..signals import Terminated
 
 #: Ray retries a task whose worker died this many times before the file counts as failed.
 MAX_RETRIES = 3
+#: The namespace of the runs' stop flags in the cluster's key-value store.
+_KV_NAMESPACE = "anonymize"
+#: A video task reads its run's stop flag at most this often (seconds).
+STOP_POLL_S = 0.25
 
 
 def task_resources(options: Options) -> dict[str, float]:
@@ -54,17 +64,26 @@ class RayEngine:
         self._task = self.ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, **res)(_ray_job)
         self._lock = threading.Lock()
         self._refs: dict[str, Any] = {}
+        self._stopping = False
+        #: the key of this run's stop flag in the cluster's key-value store (see :meth:`shutdown`)
+        self._stop_key = f"stop-{uuid.uuid4().hex}".encode()
+        self._options_ref = self.ray.put(options)  # once, not pickled into every task
 
     def check_paths(self, read: list[str], write: list[str]) -> None:
         """Every node must see the inputs and be able to write the outputs (InputError otherwise)."""
         ray_cluster.check_paths(read, write)
 
     def submit(self, job: Job) -> Outcome:
-        ref = self._task.remote(self.options, job, self.prevs.get(job.rel), self.settings)
+        ref = self._task.remote(self._options_ref, job, self.prevs.get(job.rel), self.settings, self._stop_key)
         with self._lock:
             self._refs[job.rel] = ref
         try:
-            return self.ray.get(ref)
+            while True:  # in steps, so a stopping run's submit threads end (see shutdown)
+                try:
+                    return self.ray.get(ref, timeout=1.0)
+                except self.ray.exceptions.GetTimeoutError:
+                    if self._stopping:
+                        return Outcome(job, "failed", error=f"{job.shown}: stopped", exit_code=143)
         except self.ray.exceptions.TaskCancelledError:
             raise
         except self.ray.exceptions.RayError as exc:  # its workers died MAX_RETRIES + 1 times
@@ -77,22 +96,31 @@ class RayEngine:
     def models(self) -> list[dict]:
         return []  # each outcome carries its models (Outcome.models)
 
-    def shutdown(self, graceful: bool = False) -> None:
-        """Cancel the running tasks. ``graceful``: a KeyboardInterrupt in each first, so it unwinds
-        (kills its ffmpeg, deletes its temporary file); then the workers are killed."""
+    def shutdown(self, graceful: bool = False, grace_s: float = 20.0) -> None:
+        """Stop the running tasks, without ``ray.cancel``: a cancel that meets a task as it
+        completes makes Ray's core worker in this process abort (Ray 2.60, task_manager.cc
+        "Tried to complete task that was not pending"; ray-project/ray#54846), which would end a
+        SIGTERM'd run with SIGABRT and no summary. Instead the run's stop flag goes into the
+        cluster's key-value store; each video task reads it between frames and unwinds
+        (:class:`~anonymize.signals.Terminated` in the worker: its ffmpeg killed, its temporary
+        file deleted), a photo simply ends. ``graceful``: wait up to ``grace_s`` for that. Whatever
+        still runs then is killed with the workers when the driver leaves the cluster
+        (:meth:`close`: a private cluster stops; on a shared one Ray kills a finished job's
+        workers); the driver then deletes what they left (:func:`~anonymize.batch.driver._stop`).
+        Outcomes that arrive now are not recorded (the driver has stopped reading them)."""
         with self._lock:
             refs = list(self._refs.values())
-        if graceful:
-            for ref in refs:
-                self.ray.cancel(ref, force=False)
+        self._stopping = True
+        try:
+            from ray.experimental import internal_kv
+
+            internal_kv._internal_kv_put(self._stop_key, b"1", overwrite=True, namespace=_KV_NAMESPACE)
+        except Exception:  # noqa: BLE001 - a cluster gone already: its workers are gone too
+            return
+        if graceful and refs:
             try:
-                self.ray.wait(refs, num_returns=len(refs), timeout=20)
-            except Exception:  # noqa: BLE001 - cancelled tasks raise on wait in some versions
-                pass
-        for ref in refs:
-            try:
-                self.ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001 - already finished
+                self.ray.wait(refs, num_returns=len(refs), timeout=grace_s)
+            except Exception:  # noqa: BLE001 - a lost cluster: nothing to wait for
                 pass
 
     def close(self) -> None:
@@ -107,8 +135,35 @@ class RayEngine:
 _runners: dict[Options, Any] = {}
 
 
-def _ray_job(options: Options, job: Job, prev: dict | None, settings: str) -> Outcome:
-    """One file, in a Ray worker: the models of this process (loaded once), then :func:`process_job`."""
+def _stop_check(stop_key: bytes):
+    """A per-frame callback that raises :class:`~anonymize.signals.Terminated` (SIGTERM) once the
+    driver has set the run's stop flag (read at most every :data:`STOP_POLL_S`)."""
+    import signal
+
+    from ray.experimental import internal_kv
+
+    from ..signals import Terminated
+
+    last = [time.monotonic()]
+
+    def on_frame(_n: int = 1) -> None:
+        now = time.monotonic()
+        if now - last[0] < STOP_POLL_S:
+            return
+        last[0] = now
+        try:
+            stop = internal_kv._internal_kv_get(stop_key, namespace=_KV_NAMESPACE)
+        except Exception:  # noqa: BLE001 - the cluster is going away: the worker will be killed
+            return
+        if stop:
+            raise Terminated(signal.SIGTERM)
+
+    return on_frame
+
+
+def _ray_job(options: Options, job: Job, prev: dict | None, settings: str, stop_key: bytes | None = None) -> Outcome:
+    """One file, in a Ray worker: the models of this process (loaded once), then :func:`process_job`
+    (a video stops between frames once the driver set ``stop_key``)."""
     from ..api import Anonymizer
 
     def runner() -> Anonymizer:
@@ -119,7 +174,10 @@ def _ray_job(options: Options, job: Job, prev: dict | None, settings: str) -> Ou
 
     # a retry after a killed try: that try's temporary file is unlocked now (its process is gone)
     remove_partials_of([job.dst])
-    out = process_job(runner, job, prev, settings)
+    try:
+        out = process_job(runner, job, prev, settings, on_frame=_stop_check(stop_key) if stop_key else None)
+    except Terminated:  # the run is stopping: the file unwound (no output, no temporary file)
+        return Outcome(job, "failed", error=f"{job.shown}: stopped", exit_code=143)
     out.frames_text = spool_to_text(out)
     if options in _runners:
         out.models = _runners[options].engine.models()
