@@ -33,6 +33,8 @@ FACE_DETECTORS = ("centerface", "centerface-int8", "centerface-tta", "centerface
 MASKS = ("blur", "pixelate", "solid")
 #: Encoder presets of :data:`anonymize.video.QUALITY`.
 QUALITIES = ("fast", "balanced", "archive")
+#: Video decoding (``--hwaccel``): software, or ffmpeg's ``-hwaccel auto`` (falls back to software).
+HWACCELS = ("none", "auto")
 #: x264's presets (``--preset`` overrides the one ``quality`` picks).
 #: Where the models run (``--device``; anonymize/runtime.py): auto picks the fastest installed
 #: runtime by a measured table (anonymize.runtime.AUTO_ORDER), falling back to the CPU.
@@ -299,6 +301,10 @@ TABLE: tuple[Option, ...] = (
            "back to the CPU with a warning", GROUP_PERF, choices=DEVICES),
     Option("ffmpeg_threads", int, 0, "threads for each ffmpeg decoder/encoder (0 = ffmpeg's default)",
            GROUP_PERF, min=0, max=256, metavar="N"),
+    # Off by default: decoding is a small share of a run (bench/stages.py) and a hardware decoder
+    # may treat a damaged stream differently from the software one the tests pin down.
+    Option("hwaccel", str, "none", "video decoding: none (software) or auto (ffmpeg's hardware decoder where it "
+           "finds one, else software)", GROUP_PERF, choices=HWACCELS),
 )
 #: The rows by field name.
 OPTIONS: dict[str, Option] = {o.name: o for o in TABLE}
@@ -361,6 +367,7 @@ class Options:
     on_error: str = _default("on_error")
     threads: int = _default("threads")
     ffmpeg_threads: int = _default("ffmpeg_threads")
+    hwaccel: str = _default("hwaccel")
     device: str = _default("device")
     seed: int | None = _default("seed")
 

@@ -246,7 +246,7 @@ def run_video(src: Path, dst: Path | None, info: Probe, source: RegionSource,
 
     One decode, streamed; the output appears under ``dst`` only once every frame is written."""
     check_video_streams(src, info)
-    decoder = VideoDecoder(src, info, threads=opts.ffmpeg_threads)
+    decoder = VideoDecoder(src, info, threads=opts.ffmpeg_threads, hwaccel=opts.hwaccel)
     settings = EncodeSettings(opts.quality, opts.crf, opts.preset, opts.audio, threads=opts.ffmpeg_threads,
                               seed=opts.seed)
     if dst is not None:

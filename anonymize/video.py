@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import logging
 import re
 import subprocess
 import threading
@@ -22,6 +23,8 @@ import numpy as np
 from .errors import DecodeError, DiskFull, EncodeError
 from .ffmpeg_tools import Probe, ffmpeg_exe
 from .mkv import MkvError, MkvFrameReader, MkvFrameWriter
+
+log = logging.getLogger("anonymize")
 
 #: Encoder presets: name -> (x264 preset, CRF). "balanced" keeps quality close to phone sources.
 QUALITY = {"fast": ("ultrafast", 23), "balanced": ("veryfast", 21), "archive": ("slow", 17)}
@@ -86,28 +89,60 @@ class _StderrTail:
 class VideoDecoder:
     """Decode the main video stream of a file to upright BGR frames with timestamps."""
 
-    def __init__(self, path: Path, probe: Probe, threads: int = 0):
+    def __init__(self, path: Path, probe: Probe, threads: int = 0, hwaccel: str = "none"):
         self.path = Path(path)
         self.probe = probe
-        names = _Names()
-        src = ffmpeg.input(names.arg(self.path))
-        # YUV -> BGR with the source's own matrix; the encoder converts back with the same one, so
-        # 10-bit, full-range and BT.2020 sources keep their colours (no washed-out output).
-        video = (src["V:0"]
-                 .filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
-                 .filter("scale", in_color_matrix=color_matrix(probe))
-                 .filter("format", "bgr24"))
-        out = ffmpeg.output(video, "pipe:", format="matroska", vcodec="rawvideo", fps_mode="passthrough",
-                            write_crc32=0, allow_raw_vfw=1, threads=threads or 0)
-        self.cmd = names.real(_command(out))
+        self.cmd = self._command(threads, hwaccel)
+        #: the software command, for when ``-hwaccel`` fails before the first frame
+        self._software = self._command(threads, "none") if hwaccel != "none" else None
         self.width = self.height = 0
         #: error lines ffmpeg printed while decoding (a damaged input decodes with errors, rc 0)
         self.error_count = 0
         self.first_errors: list[str] = []
 
+    def _command(self, threads: int, hwaccel: str) -> list[str]:
+        names = _Names()
+        # Input options, placed before -i: ``-threads`` there sets the *decoder's* threads (after
+        # -i it would only set the rawvideo output's). ``-hwaccel auto`` decodes on the GPU/media
+        # engine ffmpeg finds (frames are downloaded, so the filters below see the same pixel
+        # format); where it finds none it may still fail outright (a static ffmpeg without libva
+        # aborts), so :meth:`frames` then decodes in software.
+        inopts: dict = {}
+        if threads:
+            inopts["threads"] = int(threads)
+        if hwaccel != "none":
+            inopts["hwaccel"] = hwaccel
+        src = ffmpeg.input(names.arg(self.path), **inopts)
+        # YUV -> BGR with the source's own matrix; the encoder converts back with the same one, so
+        # 10-bit, full-range and BT.2020 sources keep their colours (no washed-out output).
+        video = (src["V:0"]
+                 .filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
+                 .filter("scale", in_color_matrix=color_matrix(self.probe))
+                 .filter("format", "bgr24"))
+        out = ffmpeg.output(video, "pipe:", format="matroska", vcodec="rawvideo", fps_mode="passthrough",
+                            write_crc32=0, allow_raw_vfw=1)
+        return names.real(_command(out))
+
     def frames(self) -> Iterator[Frame]:
-        """Yield frames in presentation order; raise DecodeError if ffmpeg fails at any point."""
-        proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        """Yield frames in presentation order; raise DecodeError if ffmpeg fails at any point.
+
+        With ``hwaccel``, a decoder that fails before its first frame is run again in software
+        (nothing was handed on yet); a failure after that is a DecodeError like any other."""
+        yielded = False
+        try:
+            for frame in self._frames(self.cmd):
+                yielded = True
+                yield frame
+        except DecodeError as exc:
+            if yielded or self._software is None:
+                raise
+            log.warning("%s: hardware decoding failed (%s); decoding in software", self.path,
+                        str(exc).splitlines()[-1][-200:])
+            self.cmd, self._software = self._software, None
+            yield from self._frames(self.cmd)
+
+    def _frames(self, cmd: list[str]) -> Iterator[Frame]:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 bufsize=1 << 20)
         widen_pipe(proc.stdout)
         err = _StderrTail(proc.stderr)
