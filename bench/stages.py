@@ -114,11 +114,13 @@ def main() -> None:
     pipeline.grow = timed("mask geometry (grow)", pipeline.grow)
     pipeline.region_shapes = timed("report (shapes)", pipeline.region_shapes)
     report.FileReport.add_frame = timed("report (add_frame)", report.FileReport.add_frame)
-    pipeline.draw = timed("drawing (encoder thread)", pipeline.draw)
-    hooks = getattr(regions_source, "SPARSE_HOOKS", None)
-    if hooks:
-        for key, (owner, attr) in hooks.items():
-            setattr(owner, attr, timed(key, getattr(owner, attr)))
+    drawn = [0]
+    draw = pipeline.draw
+
+    def counted(image, masked, *a, **k):
+        drawn[0] += len(masked)
+        return draw(image, masked, *a, **k)
+    pipeline.draw = timed("drawing (encoder thread)", counted)
 
     with tempfile.TemporaryDirectory() as tmp:
         r0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -137,6 +139,8 @@ def main() -> None:
             main_sum += t
     print(f"{'rest of the main thread':34} {1000 * (wall - main_sum) / frames:13.1f} {100 * (wall - main_sum) / wall:12.1f}%")
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    print(f"regions drawn: {drawn[0] / frames:.0f} per frame; device: "
+          f"{', '.join(sorted({m.get('device', '?') for m in eng.models()}))}")
     print(f"process CPU {cpu:.1f} s ({1000 * cpu / frames:.0f} ms/frame); ffmpeg children CPU "
           f"{ch.ru_utime + ch.ru_stime:.1f} s ({1000 * (ch.ru_utime + ch.ru_stime) / frames:.0f} ms/frame)")
 
