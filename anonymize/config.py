@@ -28,7 +28,7 @@ MARKS = ("faces", "heads", "persons", "plates", "text")
 AUDIO = ("drop", "keep", "disguise")
 #: Face detectors of :data:`anonymize.detectors.DETECTORS` (those whose ``kinds`` hold "face";
 #: importing the detectors loads onnx, ~2 s, so the names are listed here and a test compares).
-FACE_DETECTORS = ("centerface", "centerface-int8", "centerface-tta", "centerface-tta-int8")
+FACE_DETECTORS = ("centerface", "centerface-int8", "centerface-int8-qdq", "centerface-tta", "centerface-tta-int8")
 #: Mask styles of :data:`anonymize.masks.MASKS`.
 MASKS = ("blur", "pixelate", "solid")
 #: Encoder presets of :data:`anonymize.video.QUALITY`.
@@ -203,7 +203,7 @@ TABLE: tuple[Option, ...] = (
            nullable=True, cli=False),
     # --- detection
     Option("detector", str, "centerface", "face detector: centerface; centerface-int8 (8-bit model, faster per "
-           "frame, use with --threshold 0.08); centerface-tta (flip/scale/tile passes fused: slower, for "
+           "frame, use with --threshold 0.08); centerface-int8-qdq (8-bit, for --device openvino); centerface-tta (flip/scale/tile passes fused: slower, for "
            "photos); centerface-tta-int8", GROUP_DETECT, choices=FACE_DETECTORS),
     # A photo is one frame with no tracker to catch a miss, and the time budget allows several
     # passes, so the default fuses flipped/padded passes.
