@@ -217,7 +217,9 @@ class CenterFaceInt8Qdq(CenterFace):
     844 (614) for the float model on onnxruntime and 387 (288) for ``centerface-int8``; the same
     9 faces on the bundled crowd photo. ``bench/detector_recall.py --threshold 0.1 --limit 60
     --pad 2`` (60 WIDER photos, 1412 faces): >= 16 px 96.5 %, >= 32 px 96.6 %, < 16 px 88.8 %,
-    7.0 % outside (float: 95.9 / 96.2 / 89.7 %, 7.3 %). The video benchmarks were not run on it.
+    7.0 % outside (float: 95.9 / 96.2 / 89.7 %, 7.3 %). Video (``bench/recall.py video --no-encode
+    --device openvino``): six clips >= 32 px 99.9 %, 4 of 472 tracks leaked (float 99.9 %, 5),
+    tune part 99.8 %, 4 of 192 (float 99.6 %, 4), 1-3 points more masked outside faces.
     """
 
     weights = "centerface-int8-qdq"
