@@ -18,7 +18,7 @@ from .errors import AnonymizeError, InputError
 from .paths import check_writes, shown
 
 #: The options that matter to render: the encoder's (the mask itself is the plan's).
-RENDER_OPTIONS = ("quality", "crf", "preset", "audio", "ffmpeg_threads")
+RENDER_OPTIONS = ("quality", "crf", "preset", "audio", "ffmpeg_threads", "hwaccel")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -28,11 +28,13 @@ MARKS = ("faces", "heads", "persons", "plates", "text")
 AUDIO = ("drop", "keep", "disguise")
 #: Face detectors of :data:`anonymize.detectors.DETECTORS` (those whose ``kinds`` hold "face";
 #: importing the detectors loads onnx, ~2 s, so the names are listed here and a test compares).
-FACE_DETECTORS = ("centerface", "centerface-int8", "centerface-tta", "centerface-tta-int8")
+FACE_DETECTORS = ("centerface", "centerface-int8", "centerface-int8-qdq", "centerface-tta", "centerface-tta-int8")
 #: Mask styles of :data:`anonymize.masks.MASKS`.
 MASKS = ("blur", "pixelate", "solid")
 #: Encoder presets of :data:`anonymize.video.QUALITY`.
 QUALITIES = ("fast", "balanced", "archive")
+#: Video decoding (``--hwaccel``): software, or ffmpeg's ``-hwaccel auto`` (falls back to software).
+HWACCELS = ("none", "auto")
 #: x264's presets (``--preset`` overrides the one ``quality`` picks).
 #: Where the models run (``--device``; anonymize/runtime.py): auto picks the fastest installed
 #: runtime by a measured table (anonymize.runtime.AUTO_ORDER), falling back to the CPU.
@@ -201,7 +203,7 @@ TABLE: tuple[Option, ...] = (
            nullable=True, cli=False),
     # --- detection
     Option("detector", str, "centerface", "face detector: centerface; centerface-int8 (8-bit model, faster per "
-           "frame, use with --threshold 0.08); centerface-tta (flip/scale/tile passes fused: slower, for "
+           "frame, use with --threshold 0.08); centerface-int8-qdq (8-bit, for --device openvino); centerface-tta (flip/scale/tile passes fused: slower, for "
            "photos); centerface-tta-int8", GROUP_DETECT, choices=FACE_DETECTORS),
     # A photo is one frame with no tracker to catch a miss, and the time budget allows several
     # passes, so the default fuses flipped/padded passes.
@@ -305,6 +307,10 @@ TABLE: tuple[Option, ...] = (
            "back to the CPU with a warning", GROUP_PERF, choices=DEVICES),
     Option("ffmpeg_threads", int, 0, "threads for each ffmpeg decoder/encoder (0 = ffmpeg's default)",
            GROUP_PERF, min=0, max=256, metavar="N"),
+    # Off by default: decoding is a small share of a run (bench/stages.py) and a hardware decoder
+    # may treat a damaged stream differently from the software one the tests pin down.
+    Option("hwaccel", str, "none", "video decoding: none (software) or auto (ffmpeg's hardware decoder where it "
+           "finds one, else software)", GROUP_PERF, choices=HWACCELS),
 )
 #: The rows by field name.
 OPTIONS: dict[str, Option] = {o.name: o for o in TABLE}
@@ -367,6 +373,7 @@ class Options:
     on_error: str = _default("on_error")
     threads: int = _default("threads")
     ffmpeg_threads: int = _default("ffmpeg_threads")
+    hwaccel: str = _default("hwaccel")
     device: str = _default("device")
     seed: int | None = _default("seed")
 

@@ -260,7 +260,7 @@ def run_video(src: Path, dst: Path | None, info: Probe, source: RegionSource,
     check_video_streams(src, info)
     if pixel_format != "bgr24" and not isinstance(source, PlanRegions):
         raise ValueError("only a plan's regions can be drawn on yuv420p frames: detectors take BGR")
-    decoder = VideoDecoder(src, info, threads=opts.ffmpeg_threads, pixel_format=pixel_format)
+    decoder = VideoDecoder(src, info, threads=opts.ffmpeg_threads, pixel_format=pixel_format, hwaccel=opts.hwaccel)
     matrix = color_matrix(info)
     settings = EncodeSettings(opts.quality, opts.crf, opts.preset, opts.audio, threads=opts.ffmpeg_threads,
                               seed=opts.seed)

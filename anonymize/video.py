@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import logging
 import re
 import subprocess
 import threading
@@ -27,6 +28,8 @@ import numpy as np
 from .errors import DecodeError, DiskFull, EncodeError
 from .ffmpeg_tools import Probe, ffmpeg_exe
 from .mkv import PIXEL_FORMATS, MkvError, MkvFrameReader, MkvFrameWriter
+
+log = logging.getLogger("anonymize")
 
 #: Encoder presets: name -> (x264 preset, CRF). "balanced" keeps quality close to phone sources.
 QUALITY = {"fast": ("ultrafast", 23), "balanced": ("veryfast", 21), "archive": ("slow", 17)}
@@ -113,7 +116,8 @@ class VideoDecoder:
     """Decode the main video stream of a file to upright frames with timestamps: BGR, or with
     ``pixel_format="yuv420p"`` the source's own I420 planes (only for a :func:`yuv_ready` source)."""
 
-    def __init__(self, path: Path, probe: Probe, threads: int = 0, pixel_format: str = "bgr24"):
+    def __init__(self, path: Path, probe: Probe, threads: int = 0, pixel_format: str = "bgr24",
+                 hwaccel: str = "none"):
         if pixel_format not in PIXEL_FORMATS:
             raise ValueError(f"pixel_format must be one of {PIXEL_FORMATS}, got {pixel_format!r}")
         if pixel_format == "yuv420p" and not yuv_ready(probe):
@@ -122,28 +126,60 @@ class VideoDecoder:
         self.path = Path(path)
         self.probe = probe
         self.pixel_format = pixel_format
+        self.cmd = self._command(threads, hwaccel)
+        #: the software command, for when ``-hwaccel`` fails before the first frame
+        self._software = self._command(threads, "none") if hwaccel != "none" else None
+        self.width = self.height = 0
+        #: error lines ffmpeg printed while decoding (a damaged input decodes with errors, rc 0)
+        self.error_count = 0
+        self.first_errors: list[str] = []
+
+    def _command(self, threads: int, hwaccel: str) -> list[str]:
         names = _Names()
-        src = ffmpeg.input(names.arg(self.path))
+        # Input options, placed before -i: ``-threads`` there sets the *decoder's* threads (after
+        # -i it would only set the rawvideo output's). ``-hwaccel auto`` decodes on the GPU/media
+        # engine ffmpeg finds (frames are downloaded, so the filters below see the same pixel
+        # format); where it finds none it may still fail outright (a static ffmpeg without libva
+        # aborts), so :meth:`frames` then decodes in software.
+        inopts: dict = {}
+        if threads:
+            inopts["threads"] = int(threads)
+        if hwaccel != "none":
+            inopts["hwaccel"] = hwaccel
+        src = ffmpeg.input(names.arg(self.path), **inopts)
         video = src["V:0"].filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
-        if pixel_format == "yuv420p":
+        if self.pixel_format == "yuv420p":
             # the source's planes as they are (the format filter is a no-op on a yuv420p stream, and
             # converts any frame that changes format mid-stream rather than mislabel it)
             video = video.filter("format", "yuv420p")
         else:
             # YUV -> BGR with the source's own matrix; the encoder converts back with the same one,
             # so 10-bit, full-range and BT.2020 sources keep their colours (no washed-out output).
-            video = video.filter("scale", in_color_matrix=color_matrix(probe)).filter("format", "bgr24")
+            video = video.filter("scale", in_color_matrix=color_matrix(self.probe)).filter("format", "bgr24")
         out = ffmpeg.output(video, "pipe:", format="matroska", vcodec="rawvideo", fps_mode="passthrough",
-                            write_crc32=0, allow_raw_vfw=1, threads=threads or 0)
-        self.cmd = names.real(_command(out))
-        self.width = self.height = 0
-        #: error lines ffmpeg printed while decoding (a damaged input decodes with errors, rc 0)
-        self.error_count = 0
-        self.first_errors: list[str] = []
+                            write_crc32=0, allow_raw_vfw=1)
+        return names.real(_command(out))
 
     def frames(self) -> Iterator[Frame]:
-        """Yield frames in presentation order; raise DecodeError if ffmpeg fails at any point."""
-        proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        """Yield frames in presentation order; raise DecodeError if ffmpeg fails at any point.
+
+        With ``hwaccel``, a decoder that fails before its first frame is run again in software
+        (nothing was handed on yet); a failure after that is a DecodeError like any other."""
+        yielded = False
+        try:
+            for frame in self._frames(self.cmd):
+                yielded = True
+                yield frame
+        except DecodeError as exc:
+            if yielded or self._software is None:
+                raise
+            log.warning("%s: hardware decoding failed (%s); decoding in software", self.path,
+                        str(exc).splitlines()[-1][-200:])
+            self.cmd, self._software = self._software, None
+            yield from self._frames(self.cmd)
+
+    def _frames(self, cmd: list[str]) -> Iterator[Frame]:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 bufsize=1 << 20)
         widen_pipe(proc.stdout)
         err = _StderrTail(proc.stderr)

@@ -219,22 +219,32 @@ def test_nms_windowed_search_keeps_exactly_the_greedy_result(iou):
         assert _nms(boxes, scores, iou).tolist() == _greedy_nms(boxes, scores, iou), trial
 
 
-def test_int8_weights_ship_with_the_package_and_find_faces(astronaut):
-    """The opt-in int8 model is read from this package (sha256-checked) and still finds faces:
-    the astronaut, and nearly every face the float model is sure of on the bundled crowd photo."""
+@pytest.mark.parametrize("name, device", [("centerface-int8", "cpu"), ("centerface-int8-qdq", "cpu"),
+                                          ("centerface-int8-qdq", "openvino")])
+def test_int8_weights_ship_with_the_package_and_find_faces(astronaut, name, device):
+    """The opt-in int8 models are read from this package (sha256-checked) and still find faces:
+    the astronaut, and nearly every face the float model is sure of on the bundled crowd photo;
+    the QDQ one also on OpenVINO's int8 kernels (where ``[openvino]`` is installed), once a size
+    has come often enough to be compiled for."""
     from anonymize.models import model_path
 
-    int8 = create("centerface-int8", threshold=0.1, threads=1)
-    assert int8.name == "centerface-int8" and int8.weights == "centerface-int8"
+    if device == "openvino":
+        pytest.importorskip("openvino")
+    int8 = create(name, threshold=0.1, threads=1, device=device)
+    assert int8.name == name and int8.weights == name
     (info,) = int8.models()
-    assert info["name"] == "centerface-int8" and info["licence"] == "MIT"
-    assert model_path("centerface-int8").is_file()
-    r = int8.detect(astronaut)
+    assert info["name"] == name and info["licence"] == "MIT"
+    assert model_path(name).is_file()
+    for _ in range(3 if device == "openvino" else 1):  # OpenVinoSession.STATIC_AFTER
+        r = int8.detect(astronaut)
+    if device == "openvino":
+        assert int8.models()[0]["device"].startswith("openvino-cpu")
     assert len(r) == 1 and iou_matrix(r.boxes, ASTRONAUT_FACE)[0, 0] > 0.7
     crowd = cv2.imread(str(Path(__file__).resolve().parents[1] / "sample_media" / "crowd.jpg"))
     ref = create("centerface", threshold=0.1, threads=1).detect(crowd)
     sure = ref.boxes[ref.scores >= 0.3]
-    got = int8.detect(crowd)
+    for _ in range(3 if device == "openvino" else 1):
+        got = int8.detect(crowd)
     assert len(sure) >= 5
     found = (iou_matrix(sure, got.boxes).max(axis=1) >= 0.5).mean()
     assert found >= 0.95, found

@@ -347,3 +347,31 @@ def test_audio_policy_options():
     assert Options(audio="keep").updated(audio="drop").audio == "drop"
     with pytest.raises(ValueError):
         Options(audio="mute")
+
+
+def test_decoder_threads_go_before_the_input_and_hwaccel_falls_back(tmp_path):
+    """``ffmpeg_threads`` sets the decoder's threads (an option before -i; after it, it only set
+    the rawvideo output's), and ``--hwaccel auto`` decodes exactly the software frames where
+    ffmpeg finds no hardware decoder (as on CI: this machine's static ffmpeg then aborts, and the
+    decoder runs again in software) and frames of the same size where it finds one."""
+    from anonymize.video import VideoDecoder
+
+    src = face_clip(tmp_path)
+    info = probe(src)
+    plain = VideoDecoder(src, info)
+    threaded = VideoDecoder(src, info, threads=2, hwaccel="auto")
+    assert "-threads" not in plain.cmd and "-hwaccel" not in plain.cmd
+    i = threaded.cmd.index("-i")
+    assert threaded.cmd[threaded.cmd.index("-threads") + 1] == "2" and threaded.cmd.index("-threads") < i
+    assert threaded.cmd[threaded.cmd.index("-hwaccel") + 1] == "auto" and threaded.cmd.index("-hwaccel") < i
+    soft = [f.image for f in plain.frames()]
+    hard = [f.image for f in threaded.frames()]
+    assert len(soft) == len(hard) == 30
+    if not _has_hw_decoder():
+        assert all(np.array_equal(a, b) for a, b in zip(soft, hard))
+    assert all(a.shape == b.shape for a, b in zip(soft, hard))
+
+
+def _has_hw_decoder() -> bool:
+    """Whether this machine has a device ffmpeg's hardware decoders use (render node or NVIDIA)."""
+    return Path("/dev/dri").exists() or Path("/dev/nvidia0").exists()
