@@ -136,14 +136,21 @@ class OpenVinoSession(Session):
     The graphs have symbolic spatial sizes. A model compiled for the exact input shape is fastest
     (CenterFace 1080p bf16), and compiling takes about a second; OpenVINO's dynamic-shape model
     serves any size but slowly (photos through it ran 2.6x slower than on onnxruntime). A video
-    feeds one size for its whole length, a photo's test-time passes a few sizes once each. So a
-    size runs on an onnxruntime CPU session until it has come :attr:`STATIC_AFTER` times, then on
-    a model compiled for it (the last :attr:`CACHE` such sizes are kept). :attr:`device` says
-    which ran: ``openvino-cpu-<precision>`` once a size was compiled, else ``onnxruntime-cpu``.
+    feeds one size for its whole length, a photo's test-time passes a few sizes once each. So
+    every size runs on a model compiled for it (the last :attr:`CACHE` such sizes are kept); only
+    a size OpenVINO cannot compile runs on an onnxruntime CPU session. :attr:`STATIC_AFTER` is 1
+    on purpose: the result for an input then depends on the input alone. It was 3 (a size ran on
+    onnxruntime fp32 until it had come three times), and then what a process found depended on
+    what it had seen before: the same photo twice in one process gave 5 regions, then 4; a batch
+    with --jobs 2 differed from --jobs 1 and ``detect`` from the one-shot run (tests/test_batch.py,
+    tests/test_plan.py, run with OpenVINO by .ci/run). Compiling costs ~1-2.5 s wall per new size
+    and model (sample_media/crowd.jpg, TTA passes: 3.9 s for the first photo, then 0.9-1.3 s, vs
+    1.8-3.5 s on onnxruntime). :attr:`device` says which ran: ``openvino-cpu-<precision>`` once a
+    size was compiled, else ``onnxruntime-cpu``.
     ``static_shapes=False`` (for bench/backends.py): OpenVINO's dynamic model for every size."""
 
     CACHE = 4
-    STATIC_AFTER = 3
+    STATIC_AFTER = 1
 
     def __init__(self, model: str | bytes, threads: int, precision: str, static_shapes: bool = True):
         import openvino as ov
