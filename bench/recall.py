@@ -202,8 +202,13 @@ class DetectionCache:
         from anonymize.regions import Regions
 
         o = anonymizer.options
+        # the device too: OpenVINO bf16 and onnxruntime fp32 differ a little (a cache made on one
+        # was replayed on the other); "auto" resolves by what is installed
+        import importlib.util
+
+        backend = (o.device, importlib.util.find_spec("openvino") is not None)
         key = repr((o.detector, o.threshold, o.pad, o.detect_scale, o.edge_detect, o.detect_every,
-                    o.between_scale, o.marks, o.marks_every))
+                    o.between_scale, o.marks, o.marks_every, backend))
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / f"{src.stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pkl"
         self.replay = self.path.is_file()
