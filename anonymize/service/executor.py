@@ -16,6 +16,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -119,21 +121,40 @@ class ProcessExecutor:
             return list(self._running)
 
 
-class RayExecutor:
-    """One Ray task per job (``anonymize serve --engine ray``): the task runs
-    :func:`anonymize.service.worker.run` on the job's folder, on whichever node has a free CPU, so
-    ``--data`` must be on a filesystem every node sees (checked on every node at start). A task
-    whose worker dies is retried by Ray; a cancel kills it."""
+#: The namespace of the service's per-job stop keys in the Ray cluster's key-value store.
+_KV_NAMESPACE = "anonymize-service"
+#: A Ray task reads its job's stop key (and whether its worker process ended) this often (seconds).
+STOP_POLL_S = 0.25
+#: How long a cancel or a stopping server waits for a stopped task to report before giving up on it.
+STOP_GRACE_S = 30.0
 
-    def __init__(self, data: Path, address: str | None = None, local_cpus: int = 1, num_cpus: float = 1.0):
+
+class RayExecutor:
+    """One Ray task per job (``anonymize serve --engine ray``): the task runs the job's worker
+    process (:mod:`anonymize.service.worker`, in its own process group, as
+    :class:`ProcessExecutor` does) on whichever node has a free CPU, so ``--data`` must be on a
+    filesystem every node sees (checked on every node at start). A task whose Ray worker dies is
+    retried by Ray (the worker process dies with it).
+
+    Cancel and shutdown never call ``ray.cancel``: a force-cancel that meets a task as it completes
+    aborts Ray's core worker in this process (Ray 2.60, task_manager.cc "Tried to complete task
+    that was not pending", ray-project/ray#54846), which here would take the whole server down.
+    Instead each submit has a stop key in the cluster's key-value store; the task polls it while
+    its worker process runs and, once set, kills the worker's process group itself and returns
+    ``cancelled`` (the server then deletes the job's folder, as with :class:`ProcessExecutor`)."""
+
+    def __init__(self, data: Path, address: str | None = None, local_cpus: int = 1, num_cpus: float = 1.0,
+                 grace_s: float = STOP_GRACE_S):
         from anonymize import ray_cluster
 
         self.ray, self._owned = ray_cluster.connect(address, num_cpus=local_cpus)
         ray_cluster.check_paths([str(data)], [str(data)])
         self.capacity = max(1, int(ray_cluster.cluster_cpus() // num_cpus))
         self._task = self.ray.remote(num_cpus=num_cpus, max_retries=3, retry_exceptions=False)(_ray_run)
+        self.grace_s = grace_s
         self._lock = threading.Lock()
-        self._running: dict[str, object] = {}
+        self._running: dict[str, tuple[object, bytes]] = {}  # job id -> (its task, its stop key)
+        self._stop_at: dict[str, float] = {}  # job id -> when its stop key was set (monotonic)
         self._cancelled: set[str] = set()
         self._stopping = False
 
@@ -144,41 +165,70 @@ class RayExecutor:
             if job.id in self._cancelled:
                 self._cancelled.discard(job.id)
                 return Outcome("cancelled", "cancelled")
-            ref = self._task.remote(str(job.folder))
-            self._running[job.id] = ref
+            key = f"stop-{job.id}-{uuid.uuid4().hex}".encode()  # per try: a requeued job starts afresh
+            ref = self._task.remote(str(job.folder), key)
+            self._running[job.id] = (ref, key)
         try:
-            data = self.ray.get(ref)
-        except Exception as exc:  # noqa: BLE001 - cancelled, or its workers kept dying
+            data = self._wait(job.id, ref)
+        except Exception as exc:  # noqa: BLE001 - its workers kept dying, or the cluster is gone
             data = {"status": "failed", "error": f"the Ray task ended without a result ({type(exc).__name__})"}
         finally:
             with self._lock:
                 self._running.pop(job.id, None)
+                self._stop_at.pop(job.id, None)
                 cancelled = job.id in self._cancelled
                 self._cancelled.discard(job.id)
                 stopping = self._stopping
+            _kv_delete(key)
         if cancelled:
             return Outcome("cancelled", "cancelled")
         if stopping and data.get("status") != "succeeded":
             return Outcome("interrupted")
+        if data.get("status") == "cancelled":  # its stop key was set, by no cancel of ours: cannot be
+            return Outcome("failed", "the Ray task was stopped")
         return Outcome(data["status"], data.get("error"), int(data.get("bytes_out") or 0))
+
+    def _wait(self, job_id: str, ref: object) -> dict:
+        """The task's result; a stopped task that has not reported within ``grace_s`` is given
+        up on (its worker process is killed by the task, or with its Ray worker) rather than
+        force-cancelled."""
+        while True:
+            try:
+                return self.ray.get(ref, timeout=1.0)
+            except self.ray.exceptions.GetTimeoutError:
+                with self._lock:
+                    since = self._stop_at.get(job_id)
+                if since is not None and time.monotonic() - since > self.grace_s:
+                    return {"status": "failed", "error": "the stopped Ray task did not report"}
+
+    def _stop(self, job_id: str) -> bool:
+        """Set ``job_id``'s stop key, if it runs; False if it does not."""
+        with self._lock:
+            entry = self._running.get(job_id)
+            if entry is None:
+                return False
+            self._stop_at.setdefault(job_id, time.monotonic())
+        _kv_put(entry[1])
+        return True
 
     def cancel(self, job_id: str) -> bool:
         with self._lock:
-            self._cancelled.add(job_id)
-            ref = self._running.get(job_id)
-        if ref is None:
-            return False
-        self.ray.cancel(ref, force=True)
-        return True
+            self._cancelled.add(job_id)  # also when its task is not started yet: it never will be
+        return self._stop(job_id)
 
-    def shutdown(self, graceful: bool = False) -> None:  # noqa: ARG002
+    def shutdown(self, graceful: bool = False) -> None:  # noqa: ARG002 - a job restarts from scratch anyway
+        """Stop every running task (through its stop key) and wait up to ``grace_s`` for them to
+        end, then leave the cluster if this executor joined it (a private cluster stops, and its
+        workers with it)."""
         with self._lock:
             self._stopping = True
-            refs = list(self._running.values())
-        for ref in refs:
+            running = {job_id: ref for job_id, (ref, _key) in self._running.items()}
+        for job_id in running:
+            self._stop(job_id)
+        if running:
             try:
-                self.ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001 - already finished
+                self.ray.wait(list(running.values()), num_returns=len(running), timeout=self.grace_s)
+            except Exception:  # noqa: BLE001 - a lost cluster: nothing to wait for
                 pass
         if self._owned:
             from anonymize import ray_cluster
@@ -190,22 +240,69 @@ class RayExecutor:
             return list(self._running)
 
 
-def _ray_run(folder: str) -> dict:
-    """In a Ray worker: one service job, its scratch files in the job's own folder."""
-    import tempfile
-
-    tmp = Path(folder) / "tmp"
-    tmp.mkdir(exist_ok=True)
-    saved = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"], tempfile.tempdir = str(tmp), str(tmp)
+def _kv_put(key: bytes) -> None:
     try:
-        return worker.run(Path(folder))
+        from ray.experimental import internal_kv
+
+        internal_kv._internal_kv_put(key, b"1", overwrite=True, namespace=_KV_NAMESPACE)
+    except Exception:  # noqa: BLE001 - a cluster gone already: its workers (and theirs) are gone too
+        pass
+
+
+def _kv_delete(key: bytes) -> None:
+    try:
+        from ray.experimental import internal_kv
+
+        internal_kv._internal_kv_del(key, namespace=_KV_NAMESPACE)
+    except Exception:  # noqa: BLE001 - a cluster gone: so is its store
+        pass
+
+
+def _ray_run(folder: str, stop_key: bytes | None = None) -> dict:
+    """In a Ray worker: one service job, in a worker process of its own process group (scratch
+    files in the job's folder; it dies with this Ray worker), polled every :data:`STOP_POLL_S`;
+    once ``stop_key`` is set, the group is killed and the job is ``cancelled``."""
+    from ray.experimental import internal_kv
+
+    import anonymize
+
+    def stopped() -> bool:
+        if stop_key is None:
+            return False
+        try:
+            return bool(internal_kv._internal_kv_get(stop_key, namespace=_KV_NAMESPACE))
+        except Exception:  # noqa: BLE001 - the cluster is going away: this worker will be killed with it
+            return False
+
+    job = Path(folder)
+    if stopped():  # cancelled before it started: never start it
+        return {"status": "cancelled", "error": "cancelled"}
+    tmp = job / "tmp"
+    tmp.mkdir(exist_ok=True)
+    (job / worker.OUTCOME).unlink(missing_ok=True)  # a retry after a killed try: that try's result is none
+    # the worker imports the same anonymize as this task, whatever this worker's working directory
+    path = os.pathsep.join(p for p in (str(Path(anonymize.__file__).resolve().parents[1]),
+                                       os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, TMPDIR=str(tmp), PYTHONUNBUFFERED="1", PYTHONPATH=path)
+    proc = subprocess.Popen([sys.executable, "-m", "anonymize.service.worker", folder, str(os.getpid())],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env, start_new_session=True, close_fds=True)
+    try:
+        while True:
+            try:
+                proc.wait(timeout=STOP_POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                if stopped():
+                    _kill_group(proc.pid)
+                    proc.wait()
+                    return {"status": "cancelled", "error": "cancelled"}
     finally:
-        tempfile.tempdir = saved[1]
-        if saved[0] is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = saved[0]
+        _kill_group(proc.pid)  # any ffmpeg child left behind (and the worker, if this task is unwinding)
+    try:
+        return json.loads((job / worker.OUTCOME).read_text())
+    except (OSError, ValueError):
+        return {"status": "failed", "error": f"the worker process ended without a result (exit {proc.returncode})"}
 
 
 def _kill_group(pid: int) -> None:
