@@ -6,7 +6,8 @@ one the folder batch's engines implement.
 (:mod:`anonymize.service.worker`), in its own process group so a cancel also ends its ffmpeg
 children, and killed with the server (the worker asks Linux for it). :class:`RayExecutor`
 (``anonymize serve --engine ray``) runs each job as one Ray task on a cluster whose nodes all
-see ``--data`` (a shared mount).
+see ``--data`` (a shared mount); the task runs the same worker process, and is stopped through a
+stop key in the cluster's key-value store, never ``ray.cancel``.
 """
 from __future__ import annotations
 

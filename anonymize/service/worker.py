@@ -3,7 +3,8 @@
 Runs one job through :class:`anonymize.api.Anonymizer` exactly as the CLI does, and writes, in
 the job's folder, ``output.EXT`` and ``report.json`` (each atomically, so a half-written file is
 never under its final name), ``progress`` (a number 0..1, rewritten as frames go by) and, last,
-``outcome.json``. Linux: it dies with the server (PR_SET_PDEATHSIG), even after kill -9.
+``outcome.json``. Linux: it dies with its parent (PR_SET_PDEATHSIG), even after kill -9: the server,
+or under ``--engine ray`` the Ray task that started it.
 """
 from __future__ import annotations
 
