@@ -14,8 +14,9 @@ asks each variant whether it finds the face:
   side, centred on it, resampled so the face is ~64 px (reflected past the frame edge, as
   ``anonymize/relook.py`` does; that second look uses 128 px windows, face ~43 px);
 * ``crop64 tta``: the photo detector ``centerface-tta`` (its photo setting) on that window;
-* ``crop64 retinaface``: ``retinaface-audit`` (RetinaFace MobileNet-0.25, threshold 0.5, 2x
-  upscaled + mirrored + 1x looks; it is not in ``FACE_DETECTORS``, only the audit uses it).
+* ``crop64 retinaface`` / ``t=0.1``: ``retinaface-audit`` (RetinaFace MobileNet-0.25, 2x upscaled
+  + mirrored + 1x looks) at the audit's threshold 0.5, and at 0.1; it is not in
+  ``FACE_DETECTORS`` (only the audit uses it).
 
 A variant *finds* the face when one of its boxes has IoU >= 0.5 with the true box, or covers
 >= 80 % of it at IoU >= 0.25 (so a box far larger than the face, a neighbour's, does not count).
@@ -138,7 +139,7 @@ def main() -> None:
     full15 = create("centerface", threshold=o.threshold, scale=1.5, pad=o.pad, **dev)
     small = create("centerface", threshold=0.05, pad=o.pad, **dev)  # crop: pad in crop pixels, as the pipeline's
     tta = create("centerface-tta", **dict(PHOTO, pad=o.pad), **dev)
-    retina = create("retinaface-audit", threads=o.threads)
+    retina = create("retinaface-audit", threshold=0.1, threads=o.threads)  # filtered at 0.5 and 0.1
 
     def on_crop(fn):
         def run(frame, gt):
@@ -164,7 +165,8 @@ def main() -> None:
     variants = [("full t=0.1", on_full(full), o.threshold), ("full t=0.05", None, 0.05),
                 ("full x1.5 t=0.1", on_full(full15), 0),
                 ("crop64 t=0.1", on_crop(regions(small)), o.threshold), ("crop64 t=0.05", None, 0.05),
-                ("crop64 tta", on_crop(regions(tta)), 0), ("crop64 retinaface", on_crop(regions(retina)), 0)]
+                ("crop64 tta", on_crop(regions(tta)), 0), ("crop64 retinaface", on_crop(regions(retina)), 0.5),
+                ("crop64 retinaface t=0.1", None, 0.1)]
     t0 = time.time()
     tracks = leaked_tracks(args.part, args.clips_limit)
     print(f"{len(tracks)} leaked tracks ({time.time() - t0:.0f} s to find them; load {os.getloadavg()[0]:.1f})")
