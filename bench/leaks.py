@@ -82,6 +82,21 @@ def classify(faces_by_frame: dict[int, tuple], covers: dict[int, float], records
     return out
 
 
+def track_covers(meta: dict, records: dict[int, dict], h: int, w: int
+                 ) -> tuple[dict[int, dict[int, tuple]], dict[int, dict[int, float]]]:
+    """Per true face id: its true box in each frame, and the share of that box masked there
+    (``records``: the report's frames by index)."""
+    tracks: dict[int, dict[int, tuple]] = {}
+    covers: dict[int, dict[int, float]] = {}
+    for i, faces in enumerate(meta["frames"]):
+        regions = recall.report_regions(records.get(i, {"regions": []}))
+        rows, _ = recall.score_frame([recall.int_box(*f[:4]) for f in faces], regions, h, w)
+        for f, (_, c) in zip(faces, rows):
+            tracks.setdefault(f[4], {})[i] = f
+            covers.setdefault(f[4], {})[i] = c
+    return tracks, covers
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=video_set.PARTS, default="tune")
@@ -109,14 +124,7 @@ def main() -> None:
             if cache is not None:
                 cache.save()
             records = {r["index"]: r for r in report.frames()}
-            tracks: dict[int, dict[int, tuple]] = {}
-            covers: dict[int, dict[int, float]] = {}
-            for i, faces in enumerate(meta["frames"]):
-                regions = recall.report_regions(records.get(i, {"regions": []}))
-                rows, _ = recall.score_frame([recall.int_box(*f[:4]) for f in faces], regions, h, w)
-                for f, (_, c) in zip(faces, rows):
-                    tracks.setdefault(f[4], {})[i] = f
-                    covers.setdefault(f[4], {})[i] = c
+            tracks, covers = track_covers(meta, records, h, w)
             for fid, by_frame in tracks.items():
                 if np.median([f[3] for f in by_frame.values()]) < recall.TRACK_MIN_HEIGHT:
                     continue

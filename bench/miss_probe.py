@@ -89,14 +89,7 @@ def leaked_tracks(part: str, clips_limit: int | None) -> list[dict]:
         report = ours.anonymizer.detect(mp4)
         cache.save()
         records = {r["index"]: r for r in report.frames()}
-        tracks: dict[int, dict[int, tuple]] = {}
-        covers: dict[int, dict[int, float]] = {}
-        for i, faces in enumerate(meta["frames"]):
-            regions = recall.report_regions(records.get(i, {"regions": []}))
-            rows, _ = recall.score_frame([recall.int_box(*f[:4]) for f in faces], regions, h, w)
-            for f, (_, c) in zip(faces, rows):
-                tracks.setdefault(f[4], {})[i] = f
-                covers.setdefault(f[4], {})[i] = c
+        tracks, covers = leaks.track_covers(meta, records, h, w)
         for fid, by_frame in tracks.items():
             if np.median([f[3] for f in by_frame.values()]) < recall.TRACK_MIN_HEIGHT:
                 continue
