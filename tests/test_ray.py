@@ -127,18 +127,52 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _busy_workers() -> list[int]:
-    """Ray worker processes running a file now (Ray titles them ``ray::_ray_job`` while they do)."""
+def _ray_processes(title: bytes) -> list[int]:
+    """Processes whose command line starts with ``title`` (Ray titles its workers ``ray::...``)."""
     pids = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmd.startswith(b"ray::_ray_job"):
-                pids.append(int(d.name))
+            with contextlib.suppress(OSError):
+                if (d / "cmdline").read_bytes().startswith(title):
+                    pids.append(int(d.name))
     return pids
+
+
+def _busy_workers() -> list[int]:
+    """Ray worker processes running a file now (Ray titles them ``ray::_ray_job`` while they do)."""
+    return _ray_processes(b"ray::_ray_job")
+
+
+def _all_ray_workers() -> list[int]:
+    """Every Ray worker process (busy or idle: ``ray::`` titles)."""
+    return _ray_processes(b"ray::")
+
+
+def _busy_worker(run: subprocess.Popen, timeout: float, accept=lambda pid: True) -> int | None:
+    """A Ray worker that ``accept`` takes and that has been inside a file for 0.3 s (models loading
+    or masking), while ``run`` runs; None when none is seen within ``timeout`` seconds."""
+    seen: dict[int, float] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and run.poll() is None:
+        now = time.monotonic()
+        for pid in _busy_workers():
+            seen.setdefault(pid, now)
+            if now - seen[pid] >= 0.3 and accept(pid):
+                return pid
+        time.sleep(0.05)
+    return None
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    """Until something listens on 127.0.0.1:``port``; fails when ``proc`` exits or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert proc.poll() is None, f"{what}: ray start exited"
+        time.sleep(0.5)
+    pytest.fail(f"{what} did not start within {timeout:.0f} s")
 
 
 @pytest.fixture(scope="module")
@@ -150,34 +184,12 @@ def cluster():
     env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0",
                RAY_AUTH_MODE="token")  # what a user of a token-auth cluster (Ray's default) sets
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # set by our private Ray of the test before
-    ray_bin = Path(sys.executable).with_name("ray")
-    proc = subprocess.Popen([str(ray_bin), "start", "--head", "--port", str(port), "--num-cpus", "2",
-                             "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--include-dashboard=false",
-                             "--temp-dir", temp, "--block"], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _start_node(["--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard=false"], env, temp)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None, "ray start exited"
-            time.sleep(0.5)
-        else:
-            pytest.fail("the Ray head did not start within 90 s")
+        _wait_for_port(port, proc, 90, "the Ray head")
         yield f"127.0.0.1:{port}", env
     finally:
-        for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(wait_s)
-            except subprocess.TimeoutExpired:
-                continue
-        import shutil
-
+        _stop_group(proc)
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -229,18 +241,9 @@ def test_cluster_survives_a_killed_worker(mixed, tmp_path, cluster):
     cmd = [sys.executable, "-m", "anonymize", str(mixed), "-o", str(out), "-q", "--engine", "ray",
            "--ray-address", address]
     run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killed = None
-    deadline = time.monotonic() + 120
-    seen: dict[int, float] = {}
-    while killed is None and time.monotonic() < deadline and run.poll() is None:
-        now = time.monotonic()
-        for pid in _busy_workers():
-            seen.setdefault(pid, now)
-            if now - seen[pid] >= 0.3:  # busy for a while: inside a file (models loading or masking)
-                os.kill(pid, signal.SIGKILL)
-                killed = pid
-                break
-        time.sleep(0.05)
+    killed = _busy_worker(run, 120)
+    if killed is not None:
+        os.kill(killed, signal.SIGKILL)
     try:
         stdout, stderr = run.communicate(timeout=240)
     except subprocess.TimeoutExpired:
@@ -356,12 +359,8 @@ def test_cluster_survives_a_lost_node(mixed, tmp_path):
     node = None
     try:
         address = f"127.0.0.1:{port}"
+        _wait_for_port(port, head, 90, "the Ray head")
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.5)
         node = _start_node(["--address", address, "--num-cpus", "1"], env, temp)
         probe = ("import ray,sys; ray.init(address=sys.argv[1], log_to_driver=False); "
                  "print(int(ray.cluster_resources().get('CPU', 0)))")
@@ -378,21 +377,13 @@ def test_cluster_survives_a_lost_node(mixed, tmp_path):
         run = subprocess.Popen([sys.executable, "-m", "anonymize", str(mixed), "-o", str(out), "-q", "--engine", "ray",
                                 "--ray-address", address], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-        lost = False
-        seen: dict[int, float] = {}
-        deadline = time.monotonic() + 180
-        while not lost and time.monotonic() < deadline and run.poll() is None:
-            now = time.monotonic()
-            for pid in _busy_workers():
-                seen.setdefault(pid, now)
-                if now - seen[pid] >= 0.3 and _descends_from(pid, node_pids):  # the second node's, inside a file
-                    workers = [p for p in _busy_workers() + _all_ray_workers() if _descends_from(p, node_pids)]
-                    for p in [*node_pids, *workers]:  # the node is gone: raylet, agents, workers at once
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(p, signal.SIGKILL)
-                    lost = True
-                    break
-            time.sleep(0.05)
+        # a worker of the second node inside a file: then the node is gone (raylet, agents, workers at once)
+        lost = _busy_worker(run, 180, accept=lambda pid: _descends_from(pid, node_pids)) is not None
+        if lost:
+            workers = [p for p in _busy_workers() + _all_ray_workers() if _descends_from(p, node_pids)]
+            for p in [*node_pids, *workers]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
         try:
             _, stderr = run.communicate(timeout=300)
         except subprocess.TimeoutExpired:
@@ -410,17 +401,6 @@ def test_cluster_survives_a_lost_node(mixed, tmp_path):
             _stop_group(node)
         _stop_group(head)
         shutil.rmtree(temp, ignore_errors=True)
-
-
-def _all_ray_workers() -> list[int]:
-    """Every Ray worker process (busy or idle: ``ray::`` titles)."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (d / "cmdline").read_bytes().startswith(b"ray::"):
-                    pids.append(int(d.name))
-    return pids
 
 
 def test_service_ray_cancel_mid_run(tmp_path):
