@@ -80,33 +80,20 @@ def draw_yuv(yuv: np.ndarray, masked: Regions, style: MaskStyle, mask_shape: str
     return yuv
 
 
-def _windows(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """:func:`anonymize.masks._pixel_window` of every box at once: an (n, 4) int array of
-    ``x0, y0, x1, y1``, with ``x1 <= x0`` for the boxes that touch nothing (garbage, zero-area or
-    wholly outside)."""
-    b = boxes.astype(np.float64)
-    good = np.isfinite(b).all(axis=1) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-    b = np.where(good[:, None], b, 0.0)
-    out = np.stack([np.maximum(np.floor(b[:, 0]), 0), np.maximum(np.floor(b[:, 1]), 0),
-                    np.minimum(np.ceil(b[:, 2]), width), np.minimum(np.ceil(b[:, 3]), height)], axis=1)
-    out[~good] = 0
-    return out.astype(np.int64)
-
-
 def _apply(yuv: np.ndarray, regions: Regions, style: MaskStyle, shape: str, noise: MaskNoise,
            matrix: str) -> None:
     y_plane, u_plane, v_plane = planes(yuv)
     h, w = y_plane.shape
     boxes = regions.boxes.astype(np.float64)
-    luma = _windows(boxes, w, h)
-    # A chroma sample stands for a 2 x 2 block of pixels: its window is the box's at half scale
-    # (the blocks any masked pixel falls in), and the luma window lies inside it (doubled).
-    chroma = _windows(boxes / 2, w // 2, h // 2)
-    drawn = (luma[:, 2] > luma[:, 0]) & (luma[:, 3] > luma[:, 1])
     solid = bgr_to_yuv(style.color, matrix) if type(style) is SolidMask else None
-    for k in np.flatnonzero(drawn).tolist():
-        x0, y0, x1, y1 = luma[k].tolist()
-        cx0, cy0, cx1, cy1 = chroma[k].tolist()
+    for k in range(len(boxes)):
+        window = _pixel_window(boxes[k], w, h)
+        if window is None:
+            continue
+        x0, y0, x1, y1 = window
+        # A chroma sample stands for a 2 x 2 block of pixels: its window is the box's at half scale
+        # (the blocks any masked pixel falls in), and the luma window lies inside it (doubled).
+        cx0, cy0, cx1, cy1 = _pixel_window(boxes[k] / 2, w // 2, h // 2)
         y_crop = y_plane[y0:y1, x0:x1]
         u_crop, v_crop = u_plane[cy0:cy1, cx0:cx1], v_plane[cy0:cy1, cx0:cx1]
         if solid is not None:
