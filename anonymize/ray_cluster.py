@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import uuid
 from typing import Any
 
 from .errors import InputError
@@ -271,6 +272,49 @@ def disconnect() -> None:
     if ray is not None and ray.is_initialized():
         ray.shutdown()
     _release.set()
+
+
+#: The namespace of the stop flags (a batch run's, a service job's) in the cluster's key-value store.
+STOP_NAMESPACE = "anonymize"
+
+
+def new_stop_key(label: str) -> bytes:
+    """A fresh key for one stop flag (unique across runs and servers sharing a cluster)."""
+    return f"stop-{label}-{uuid.uuid4().hex}".encode()
+
+
+def set_stop(key: bytes) -> bool:
+    """Raise the stop flag ``key`` in the connected cluster's key-value store; False when the
+    cluster is gone already (then so are its workers)."""
+    try:
+        from ray.experimental import internal_kv
+
+        internal_kv._internal_kv_put(key, b"1", overwrite=True, namespace=STOP_NAMESPACE)
+        return True
+    except Exception:  # noqa: BLE001 - a lost cluster
+        return False
+
+
+def stop_requested(key: bytes) -> bool:
+    """Whether the flag ``key`` is raised (in a worker: tasks poll it instead of being ``ray.cancel``-ed,
+    whose race with a completing task aborts Ray 2.60's core worker); False when the cluster is
+    going away (the worker is killed with it)."""
+    try:
+        from ray.experimental import internal_kv
+
+        return bool(internal_kv._internal_kv_get(key, namespace=STOP_NAMESPACE))
+    except Exception:  # noqa: BLE001 - a cluster going away
+        return False
+
+
+def clear_stop(key: bytes) -> None:
+    """Remove the flag ``key`` (once nothing polls it)."""
+    try:
+        from ray.experimental import internal_kv
+
+        internal_kv._internal_kv_del(key, namespace=STOP_NAMESPACE)
+    except Exception:  # noqa: BLE001 - a cluster gone: so is its store
+        pass
 
 
 def cluster_cpus() -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from typing import Any
 
 from .. import ray_cluster
@@ -32,8 +31,6 @@ from ..signals import Terminated
 
 #: Ray retries a task whose worker died this many times before the file counts as failed.
 MAX_RETRIES = 3
-#: The namespace of the runs' stop flags in the cluster's key-value store.
-_KV_NAMESPACE = "anonymize"
 #: A video task reads its run's stop flag at most this often (seconds).
 STOP_POLL_S = 0.25
 
@@ -66,7 +63,7 @@ class RayEngine:
         self._refs: dict[str, Any] = {}
         self._stopping = False
         #: the key of this run's stop flag in the cluster's key-value store (see :meth:`shutdown`)
-        self._stop_key = f"stop-{uuid.uuid4().hex}".encode()
+        self._stop_key = ray_cluster.new_stop_key("run")
         self._options_ref = self.ray.put(options)  # once, not pickled into every task
 
     def check_paths(self, read: list[str], write: list[str]) -> None:
@@ -111,11 +108,7 @@ class RayEngine:
         with self._lock:
             refs = list(self._refs.values())
         self._stopping = True
-        try:
-            from ray.experimental import internal_kv
-
-            internal_kv._internal_kv_put(self._stop_key, b"1", overwrite=True, namespace=_KV_NAMESPACE)
-        except Exception:  # noqa: BLE001 - a cluster gone already: its workers are gone too
+        if not ray_cluster.set_stop(self._stop_key):  # a cluster gone already: its workers are gone too
             return
         if graceful and refs:
             try:
@@ -140,10 +133,6 @@ def _stop_check(stop_key: bytes):
     driver has set the run's stop flag (read at most every :data:`STOP_POLL_S`)."""
     import signal
 
-    from ray.experimental import internal_kv
-
-    from ..signals import Terminated
-
     last = [time.monotonic()]
 
     def on_frame(_n: int = 1) -> None:
@@ -151,11 +140,7 @@ def _stop_check(stop_key: bytes):
         if now - last[0] < STOP_POLL_S:
             return
         last[0] = now
-        try:
-            stop = internal_kv._internal_kv_get(stop_key, namespace=_KV_NAMESPACE)
-        except Exception:  # noqa: BLE001 - the cluster is going away: the worker will be killed
-            return
-        if stop:
+        if ray_cluster.stop_requested(stop_key):
             raise Terminated(signal.SIGTERM)
 
     return on_frame

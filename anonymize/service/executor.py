@@ -18,11 +18,11 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .. import ray_cluster
 from . import worker
 
 
@@ -122,8 +122,6 @@ class ProcessExecutor:
             return list(self._running)
 
 
-#: The namespace of the service's per-job stop keys in the Ray cluster's key-value store.
-_KV_NAMESPACE = "anonymize-service"
 #: A Ray task reads its job's stop key (and whether its worker process ended) this often (seconds).
 STOP_POLL_S = 0.25
 #: How long a cancel or a stopping server waits for a stopped task to report before giving up on it.
@@ -146,8 +144,6 @@ class RayExecutor:
 
     def __init__(self, data: Path, address: str | None = None, local_cpus: int = 1, num_cpus: float = 1.0,
                  grace_s: float = STOP_GRACE_S):
-        from anonymize import ray_cluster
-
         self.ray, self._owned = ray_cluster.connect(address, num_cpus=local_cpus)
         ray_cluster.check_paths([str(data)], [str(data)])
         self.capacity = max(1, int(ray_cluster.cluster_cpus() // num_cpus))
@@ -166,7 +162,7 @@ class RayExecutor:
             if job.id in self._cancelled:
                 self._cancelled.discard(job.id)
                 return Outcome("cancelled", "cancelled")
-            key = f"stop-{job.id}-{uuid.uuid4().hex}".encode()  # per try: a requeued job starts afresh
+            key = ray_cluster.new_stop_key(f"job-{job.id}")  # per try: a requeued job starts afresh
             ref = self._task.remote(str(job.folder), key)
             self._running[job.id] = (ref, key)
         try:
@@ -180,7 +176,7 @@ class RayExecutor:
                 cancelled = job.id in self._cancelled
                 self._cancelled.discard(job.id)
                 stopping = self._stopping
-            _kv_delete(key)
+            ray_cluster.clear_stop(key)
         if cancelled:
             return Outcome("cancelled", "cancelled")
         if stopping and data.get("status") != "succeeded":
@@ -209,7 +205,7 @@ class RayExecutor:
             if entry is None:
                 return False
             self._stop_at.setdefault(job_id, time.monotonic())
-        _kv_put(entry[1])
+        ray_cluster.set_stop(entry[1])
         return True
 
     def cancel(self, job_id: str) -> bool:
@@ -232,8 +228,6 @@ class RayExecutor:
             except Exception:  # noqa: BLE001 - a lost cluster: nothing to wait for
                 pass
         if self._owned:
-            from anonymize import ray_cluster
-
             ray_cluster.disconnect()
 
     def running(self) -> list[str]:
@@ -241,39 +235,14 @@ class RayExecutor:
             return list(self._running)
 
 
-def _kv_put(key: bytes) -> None:
-    try:
-        from ray.experimental import internal_kv
-
-        internal_kv._internal_kv_put(key, b"1", overwrite=True, namespace=_KV_NAMESPACE)
-    except Exception:  # noqa: BLE001 - a cluster gone already: its workers (and theirs) are gone too
-        pass
-
-
-def _kv_delete(key: bytes) -> None:
-    try:
-        from ray.experimental import internal_kv
-
-        internal_kv._internal_kv_del(key, namespace=_KV_NAMESPACE)
-    except Exception:  # noqa: BLE001 - a cluster gone: so is its store
-        pass
-
-
 def _ray_run(folder: str, stop_key: bytes | None = None) -> dict:
     """In a Ray worker: one service job, in a worker process of its own process group (scratch
     files in the job's folder; it dies with this Ray worker), polled every :data:`STOP_POLL_S`;
     once ``stop_key`` is set, the group is killed and the job is ``cancelled``."""
-    from ray.experimental import internal_kv
-
     import anonymize
 
     def stopped() -> bool:
-        if stop_key is None:
-            return False
-        try:
-            return bool(internal_kv._internal_kv_get(stop_key, namespace=_KV_NAMESPACE))
-        except Exception:  # noqa: BLE001 - the cluster is going away: this worker will be killed with it
-            return False
+        return stop_key is not None and ray_cluster.stop_requested(stop_key)
 
     job = Path(folder)
     if stopped():  # cancelled before it started: never start it
