@@ -138,3 +138,13 @@ def test_sample_clip_regions_as_the_reference(monkeypatch) -> None:
     s = settings[0]
     want = _run(ref.Tracker, ref.TrackerSettings(**vars(s)), pushed)
     _same(released, want)
+
+
+def test_row_means_are_the_means_of_each_list() -> None:
+    """The tracker averages the jitter of many tracks as the rows of one array: each row's mean
+    must be, bit for bit, what ``np.mean`` of that list alone gives (numpy's pairwise sums)."""
+    rng = np.random.default_rng(11)
+    for n in range(1, 41):
+        rows = rng.exponential(2.0, (50, n)) * rng.choice([1e-3, 1.0, 300.0], (50, 1))
+        together = np.array(rows.tolist(), np.float64).mean(axis=1).tolist()
+        assert together == [float(np.mean(list(r))) for r in rows.tolist()], n
