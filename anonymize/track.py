@@ -20,6 +20,7 @@ a detection to keep a track "clean" (unlike trackers that only report confirmed 
 """
 from __future__ import annotations
 
+import heapq
 from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass, field
@@ -487,11 +488,12 @@ def _match(dets: np.ndarray, det_kinds: np.ndarray, preds: np.ndarray, pred_kind
     (:func:`~.assignment.linear_sum_assignment` on ``-similarity``, +1 where not allowed).
 
     That assignment's allowed pairs are the matching of allowed pairs of the largest total
-    ``1 + similarity``. Each detection can only link to tracks nearby, so the frame falls into
-    groups of detections and tracks connected by allowed pairs, each solved on its own small
-    matrix; when :func:`_only_best` proves that the matching so found is the only best one (by
-    more than a rounding margin), it is the whole frame's assignment. Else (a tie, or a near
-    one) the whole frame is solved at once, as before. Either way the links are the same.
+    ``1 + similarity``. Each detection can only link to tracks nearby, so that matching is found
+    on the allowed pairs alone (:func:`_sparse_matching`, a few thousand pairs where the whole
+    frame's matrix has a few hundred thousand cells); when :func:`_only_best` proves that it is
+    the only best one (by more than a rounding margin), it is the whole frame's assignment. Else
+    (a tie, or a near one) the whole frame is solved at once, as before. Either way the links
+    are the same.
     """
     nd, nt = len(dets), len(preds)
     if min_iou > 0:
@@ -504,7 +506,7 @@ def _match(dets: np.ndarray, det_kinds: np.ndarray, preds: np.ndarray, pred_kind
     r, c, sim = r[allowed], c[allowed], sim[allowed]
     if not len(r):
         return r, c
-    take = _by_groups(r, c, sim, nd)
+    take = _sparse_matching(r, c, sim, nd, nt)
     if not _only_best(r, c, 1.0 + sim.astype(np.float64), take, nd, nt):  # a tie, or a near one
         cost = np.ones((nd, nt))
         cost[r, c] = -sim.astype(np.float64)
@@ -558,36 +560,65 @@ def _only_best(r: np.ndarray, c: np.ndarray, weight: np.ndarray, take: np.ndarra
     return False
 
 
-def _by_groups(r: np.ndarray, c: np.ndarray, sim: np.ndarray, nd: int) -> np.ndarray:
-    """The optimal links of each group of detections and tracks connected by the pairs
-    ``(r, c)`` (a mask over them), each group's own matrix solved on its own."""
-    lab_r = np.arange(nd, dtype=np.int64)
-    lab_c = np.arange(int(c.max()) + 1, dtype=np.int64) + nd
-    while True:  # each pair's row and column take the smallest label around them
-        m = np.minimum(lab_r[r], lab_c[c])
-        new_r, new_c = lab_r.copy(), lab_c.copy()
-        np.minimum.at(new_r, r, m)
-        np.minimum.at(new_c, c, m)
-        if np.array_equal(new_r, lab_r) and np.array_equal(new_c, lab_c):
-            break
-        lab_r, lab_c = new_r, new_c
-    group = lab_r[r]
-    order = np.argsort(group, kind="stable")
-    g = group[order]
-    take = np.zeros(len(r), bool)
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    for a, b in zip(starts, np.r_[starts[1:], len(g)]):
-        e = order[a:b]
-        ur, uc = np.unique(r[e]), np.unique(c[e])
-        i, j = np.searchsorted(ur, r[e]), np.searchsorted(uc, c[e])
-        cost = np.ones((len(ur), len(uc)))
-        cost[i, j] = -sim[e].astype(np.float64)
-        pair = np.full(cost.shape, -1, np.int64)
-        pair[i, j] = e
-        lr, lc = linear_sum_assignment(cost)
-        chosen = pair[lr, lc]
-        take[chosen[chosen >= 0]] = True
-    return take
+def _sparse_matching(r: np.ndarray, c: np.ndarray, sim: np.ndarray, nd: int, nt: int) -> np.ndarray:
+    """A matching of the largest total ``1 + similarity`` over the pairs ``(r, c)`` (a mask over
+    them): shortest augmenting paths as in :mod:`.assignment`, each row in turn, but over the
+    allowed pairs only (Dijkstra with a heap), each row free to stay unmatched (a private
+    column at cost 0) instead of taking a disallowed pair at cost 1."""
+    order = np.argsort(r, kind="stable")
+    cols = c[order].tolist()
+    costs = (-(1.0 + sim[order].astype(np.float64))).tolist()
+    start = np.searchsorted(r[order], np.arange(nd + 1)).tolist()
+    inf = float("inf")
+    u = [0.0] * nd
+    v = [0.0] * (nt + nd)  # real columns, then each row's own "unmatched" column
+    row4col = [-1] * (nt + nd)
+    col4row = [-1] * nd
+    push, pop = heapq.heappush, heapq.heappop
+    for cur in np.unique(r).tolist():
+        dist: dict[int, float] = {}
+        path: dict[int, int] = {}
+        done: list[int] = []
+        final: set[int] = set()
+        rows, d_rows = [cur], [0.0]
+        heap: list = []
+        i, di = cur, 0.0
+        while True:
+            ui = u[i]
+            a, b = start[i], start[i + 1]
+            for j, w in zip(cols[a:b] + [nt + i], costs[a:b] + [0.0]):
+                if j in final:
+                    continue
+                d = di + w - ui - v[j]
+                if d < dist.get(j, inf):
+                    dist[j] = d
+                    path[j] = i
+                    push(heap, (d, j))
+            while True:
+                d, j = pop(heap)
+                if j not in final and dist[j] == d:
+                    break
+            final.add(j)
+            done.append(j)
+            if row4col[j] == -1:
+                sink, top = j, d
+                break
+            i, di = row4col[j], d
+            rows.append(i)
+            d_rows.append(d)
+        for i, d in zip(rows, d_rows):
+            u[i] += top - d
+        for j in done:
+            v[j] -= top - dist[j]
+        j = sink
+        while True:
+            i = path[j]
+            row4col[j] = i
+            col4row[i], j = j, col4row[i]
+            if i == cur:
+                break
+    matched = [i * nt + j for i, j in enumerate(col4row) if 0 <= j < nt]
+    return np.isin(r * nt + c, np.array(matched, np.int64))
 
 
 def _near_pairs(dets: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

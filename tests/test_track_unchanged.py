@@ -148,3 +148,39 @@ def test_row_means_are_the_means_of_each_list() -> None:
         rows = rng.exponential(2.0, (50, n)) * rng.choice([1e-3, 1.0, 300.0], (50, 1))
         together = np.array(rows.tolist(), np.float64).mean(axis=1).tolist()
         assert together == [float(np.mean(list(r))) for r in rows.tolist()], n
+
+
+def test_sparse_matching_is_the_assignment_and_only_best_is_strict() -> None:
+    """The matching on the allowed pairs alone is the whole matrix's assignment (random graphs),
+    and the proof refuses ties and matchings that are not the best."""
+    from anonymize.assignment import linear_sum_assignment
+    from anonymize.track import _only_best, _sparse_matching
+
+    rng = np.random.default_rng(8)
+    proved = 0
+    for _ in range(400):
+        nd, nt = int(rng.integers(1, 14)), int(rng.integers(1, 14))
+        r, c = np.nonzero(rng.random((nd, nt)) < 0.35)
+        if not len(r):
+            continue
+        sim = rng.random(len(r)).astype(np.float32)
+        cost = np.ones((nd, nt))
+        cost[r, c] = -sim.astype(np.float64)
+        link = np.zeros((nd, nt), bool)
+        link[r, c] = True
+        rows, cols = linear_sum_assignment(cost)
+        keep = link[rows, cols]
+        take = _sparse_matching(r, c, sim, nd, nt)
+        assert set(zip(r[take].tolist(), c[take].tolist())) == set(zip(rows[keep].tolist(), cols[keep].tolist()))
+        weight = 1.0 + sim.astype(np.float64)
+        if _only_best(r, c, weight, take, nd, nt):
+            proved += 1
+        for e in np.flatnonzero(take)[:1]:  # one pair dropped: no longer the best
+            worse = take.copy()
+            worse[e] = False
+            assert not _only_best(r, c, weight, worse, nd, nt)
+    assert proved > 300
+    # a tie: one detection, two tracks of the same similarity
+    r, c, sim = np.array([0, 0]), np.array([0, 1]), np.array([0.5, 0.5], np.float32)
+    take = _sparse_matching(r, c, sim, 1, 2)
+    assert take.sum() == 1 and not _only_best(r, c, 1.0 + sim.astype(np.float64), take, 1, 2)
