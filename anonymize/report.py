@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import numpy as np
+
 from .errors import DiskFull, EncodeError, is_disk_full
 from .regions import Regions
 
@@ -76,25 +78,21 @@ class FileReport:
             self._spool = tempfile.SpooledTemporaryFile(max_size=4 << 20, mode="w+")
         self.frame_count += 1
         self.region_count += len(regions)
-        # Columns as Python lists first (tolist: the same floats as float() of each element, at a
-        # fraction of the per-element cost); widths and heights are float32 differences, as before.
-        b = regions.boxes
-        rec = {"index": index, "pts": round(pts, 6), "regions": [
-            {"x": round(x, 1), "y": round(y, 1), "w": round(w, 1), "h": round(h, 1), "shape": str(sh), "kind": str(k),
-             "score": round(s, 3), "source": str(src), "track": t}
-            for (x, y, _, _), w, h, k, s, src, sh, t in zip(
-                b.tolist(), (b[:, 2] - b[:, 0]).tolist(), (b[:, 3] - b[:, 1]).tolist(), regions.kinds,
-                regions.scores.tolist(), regions.sources, shapes, regions.track_ids.tolist())]}
+        line = _frame_line(index, pts, regions, shapes, raw)
         if raw is not None:
-            # a float32 as a Python float prints the shortest decimal that reads back as the same float32
-            rec["raw"] = [{"box": box, "track": t, "kind": str(k), "score": s, "source": str(src)}
-                          for box, t, k, s, src in zip(raw.boxes.tolist(), raw.track_ids.tolist(), raw.kinds,
-                                                       raw.scores.tolist(), raw.sources)]
+            tracks = self._tracks
             for t, k in zip(raw.track_ids.tolist(), raw.kinds):
-                if t >= 0:
+                if t < 0:
+                    continue
+                known = tracks.get(t)
+                if known is None:
                     self.note_track(t, str(k), index)
+                elif index > known["last"]:  # as note_track does, without its call for every region
+                    known["last"] = index
+                elif index < known["first"]:
+                    known["first"] = index
         try:
-            self._spool.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            self._spool.write(line + "\n")
         except OSError as exc:  # the spool went to the temporary folder, and that is full or broken
             raise _write_error(exc, f"{tempfile.gettempdir()}: cannot spool the report's frames") from exc
 
@@ -111,11 +109,16 @@ class FileReport:
         return [dict(t) for _, t in sorted(self._tracks.items())]
 
     def frames(self) -> Iterator[dict]:
+        for line in self.frame_lines():
+            yield json.loads(line)
+
+    def frame_lines(self) -> Iterator[str]:
+        """The frame records as the report writes them: each one line of compact JSON."""
         if self._spool is None:
             return
         self._spool.seek(0)
         for line in self._spool:
-            yield json.loads(line)
+            yield line.rstrip("\n")
         self._spool.seek(0, 2)
 
     def summary(self) -> dict:
@@ -156,7 +159,77 @@ def _write_report(path: Path, files: list[FileReport], settings: dict, models: l
             f.write(",\n" if i else "\n")
             body = json.dumps(fr.summary(), indent=1)[:-2]
             f.write(body + ',\n "frames": [')
-            for j, rec in enumerate(fr.frames()):
-                f.write(("," if j else "") + "\n  " + json.dumps(rec, separators=(",", ":")))
+            # the spooled lines are already the records as json.dumps(rec, separators=(",", ":")) writes them
+            for j, line in enumerate(fr.frame_lines()):
+                f.write(("," if j else "") + "\n  " + line)
             f.write("\n ]}")
         f.write("\n]}\n")
+
+
+def _frame_line(index: int, pts: float, regions: Regions, shapes: list, raw: Regions | None) -> str:
+    """One frame's record as ``json.dumps(rec, separators=(",", ":"))`` writes it, where ``rec``
+    is ``{"index", "pts", "regions": [{"x", "y", "w", "h", "shape", "kind", "score", "source",
+    "track"}], "raw": [{"box", "track", "kind", "score", "source"}]}`` (no "raw" when None).
+
+    Written with %-formatting instead of building a dict per region: a float's ``%r`` is the
+    ``float.__repr__`` json writes, an int's its ``int.__repr__``, and the few strings are
+    json.dumps'ed once each. Non-finite numbers (json writes NaN, Infinity) take json.dumps itself.
+    """
+    b = regions.boxes
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]  # float32 differences, as before
+    finite = bool(np.isfinite(b).all() and np.isfinite(w).all() and np.isfinite(h).all()
+                  and np.isfinite(regions.scores).all())
+    if raw is not None:
+        finite = finite and bool(np.isfinite(raw.boxes).all() and np.isfinite(raw.scores).all())
+    if not finite:
+        return json.dumps(_frame_record(index, pts, regions, shapes, raw), separators=(",", ":"))
+    text = _json_text
+    out = [f'{{"index":{json.dumps(index)},"pts":{json.dumps(round(pts, 6))},"regions":[']
+    out.append(",".join([
+        '{"x":%r,"y":%r,"w":%r,"h":%r,"shape":%s,"kind":%s,"score":%r,"source":%s,"track":%r}' % (
+            round(x, 1), round(y, 1), round(ww, 1), round(hh, 1), text(sh), text(k), round(sc, 3), text(src), t)
+        for (x, y, _, _), ww, hh, k, sc, src, sh, t in zip(
+            b.tolist(), w.tolist(), h.tolist(), regions.kinds, regions.scores.tolist(), regions.sources, shapes,
+            regions.track_ids.tolist())]))
+    out.append("]")
+    if raw is not None:
+        out.append(',"raw":[')
+        out.append(",".join([
+            '{"box":[%r,%r,%r,%r],"track":%r,"kind":%s,"score":%r,"source":%s}' % (
+                x1, y1, x2, y2, t, text(k), sc, text(src))
+            for (x1, y1, x2, y2), t, k, sc, src in zip(raw.boxes.tolist(), raw.track_ids.tolist(), raw.kinds,
+                                                       raw.scores.tolist(), raw.sources)]))
+        out.append("]")
+    out.append("}")
+    return "".join(out)
+
+
+def _frame_record(index: int, pts: float, regions: Regions, shapes: list, raw: Regions | None) -> dict:
+    """The frame record as a dict (what :func:`_frame_line` writes as text)."""
+    # tolist: the same floats as float() of each element; widths and heights are float32 differences
+    b = regions.boxes
+    rec = {"index": index, "pts": round(pts, 6), "regions": [
+        {"x": round(x, 1), "y": round(y, 1), "w": round(w, 1), "h": round(h, 1), "shape": str(sh), "kind": str(k),
+         "score": round(s, 3), "source": str(src), "track": t}
+        for (x, y, _, _), w, h, k, s, src, sh, t in zip(
+            b.tolist(), (b[:, 2] - b[:, 0]).tolist(), (b[:, 3] - b[:, 1]).tolist(), regions.kinds,
+            regions.scores.tolist(), regions.sources, shapes, regions.track_ids.tolist())]}
+    if raw is not None:
+        # a float32 as a Python float prints the shortest decimal that reads back as the same float32
+        rec["raw"] = [{"box": box, "track": t, "kind": str(k), "score": s, "source": str(src)}
+                      for box, t, k, s, src in zip(raw.boxes.tolist(), raw.track_ids.tolist(), raw.kinds,
+                                                   raw.scores.tolist(), raw.sources)]
+    return rec
+
+
+_TEXT: dict = {}
+
+
+def _json_text(value) -> str:
+    """``json.dumps(str(value))``, kept for the few kinds, sources and shapes a report has."""
+    text = _TEXT.get(value)
+    if text is None:
+        text = json.dumps(str(value))
+        if len(_TEXT) < 256:
+            _TEXT[value] = text
+    return text

@@ -20,14 +20,16 @@ a detection to keep a track "clean" (unlike trackers that only report confirmed 
 """
 from __future__ import annotations
 
+import heapq
+from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Callable, Generic, Iterator, Optional, TypeVar
 
 import numpy as np
 from .assignment import linear_sum_assignment
-
-from .regions import Regions, iou_matrix
+from .regions import Regions, iou_matrix, iou_pairs
 
 T = TypeVar("T")
 
@@ -43,6 +45,8 @@ class _Track:
     # (frame, pixels) of recent box jitter: how far a hit's edges were from the straight line
     # through its neighbours (see :meth:`Tracker._note_jitter`), kept for ``JITTER_SPAN`` frames.
     jitter: list[tuple[int, float]] = field(default_factory=list)
+    # Entries of ``jitter`` before this frame are forgotten (trimmed lazily: see :func:`_note_jitter`).
+    jitter_floor: int = -(1 << 62)
 
     @property
     def last(self) -> tuple[int, np.ndarray, float]:
@@ -140,27 +144,26 @@ class Tracker(Generic[T]):
 
     # -- linking -------------------------------------------------------------------------------
     def _assign(self, frame: int, dets: Regions) -> Regions:
-        live = [t for t in self._tracks if frame - t.last[0] <= self.s.max_gap]
+        live = [t for t in self._tracks if frame - t.hits[-1][0] <= self.s.max_gap]
         ids = np.full(len(dets), -1, np.int64)
         if len(dets) and live:
-            preds = np.stack([t.predict(frame) for t in live])
-            sim, allowed = _similarity(dets.boxes, preds, self.s.min_iou)
-            same_kind = dets.kinds[:, None] == np.array([t.kind for t in live], dtype=object)[None, :]
-            allowed &= same_kind
-            rows, cols = linear_sum_assignment(-np.where(allowed, sim, -1.0))
-            for r, c in zip(rows, cols):
-                if allowed[r, c]:
-                    ids[r] = live[c].id
-                    if _jumped(dets.boxes[r], preds[c], live[c].last[1]):
-                        live[c].jumps.append(frame)
-                    live[c].hits.append((frame, dets.boxes[r].copy(), float(dets.scores[r])))
-                    if self.s.jitter_growth > 0:
-                        _note_jitter(live[c])
-        by_id = {t.id: t for t in self._tracks}
+            preds, lasts = _predictions(live, frame)
+            rows, cols = _match(dets.boxes, dets.kinds, preds, np.array([t.kind for t in live], dtype=object),
+                                self.s.min_iou)
+            if len(rows):
+                boxes = dets.boxes[rows]  # a copy: the hits own their boxes
+                jumped = _jumped(boxes, preds[cols], lasts[cols]).tolist()
+                matched = [live[c] for c in cols.tolist()]
+                for r, t, box, score, jump in zip(rows.tolist(), matched, boxes, dets.scores[rows].tolist(), jumped):
+                    ids[r] = t.id
+                    if jump:
+                        t.jumps.append(frame)
+                    t.hits.append((frame, box, score))
+                if self.s.jitter_growth > 0:
+                    _note_jitter(matched, frame)
         for r in np.flatnonzero(ids < 0):
             track = _Track(self._next_id, str(dets.kinds[r]), [(frame, dets.boxes[r].copy(), float(dets.scores[r]))])
             self._tracks.append(track)
-            by_id[track.id] = track
             ids[r] = track.id
             self._next_id += 1
         return dets.with_(track_ids=ids, sources=np.full(len(dets), "detected", object))
@@ -217,43 +220,43 @@ class Tracker(Generic[T]):
     def _release(self) -> tuple[T, Regions]:
         frame, item, detected = self._pending.popleft()
         have = set(detected.track_ids.tolist())
-        boxes, scores, kinds, ids, sources = [], [], [], [], []
+        boxes = _HeldBoxes()
         for t in self._tracks:
-            virtual = self._jump_boxes(t, frame)
+            if t.jumps:
+                self._jump_boxes(t, frame, boxes)
             if t.id not in have:
-                virtual += self._virtual_boxes(t, frame)
-            for box, source, score in virtual:
-                boxes.append(box); scores.append(score); kinds.append(t.kind); ids.append(t.id); sources.append(source)
+                self._virtual_boxes(t, frame, boxes)
         # Forget tracks that can no longer produce a box, and hits no future frame needs.
         horizon = frame + 1 - self.s.hold_after - self.s.max_gap
-        self._tracks = [t for t in self._tracks if t.last[0] >= horizon - 1]
+        self._tracks = [t for t in self._tracks if t.hits[-1][0] >= horizon - 1]
         for t in self._tracks:
-            while len(t.hits) > 2 and t.hits[1][0] < frame:
-                t.hits.pop(0)
-        extra = Regions(np.array(boxes, np.float32).reshape(-1, 4), scores, np.array(kinds, object),
-                        ids, np.array(sources, object)) if boxes else Regions.empty()
-        out = Regions.merge([detected, extra])
+            hits = t.hits
+            while len(hits) > 2 and hits[1][0] < frame:
+                hits.pop(0)
+        out = Regions.merge([detected, boxes.regions()])
         if self.s.jitter_growth > 0 and len(out):
             out = self._grow_by_jitter(out, frame)
         return item, out
 
     def _grow_by_jitter(self, regions: Regions, frame: int) -> Regions:
         """Each face track's boxes grown by ``jitter_growth`` times its jitter around ``frame``."""
+        faces = regions.kinds == "face"
+        if not faces.any():
+            return regions
+        face_ids = regions.track_ids[faces]
         by_id = {t.id: t for t in self._tracks}
+        pads = _jitter_pads([by_id[i] for i in set(face_ids.tolist()) if i in by_id], frame, self.s.jitter_growth)
+        if not pads:
+            return regions
         pad = np.zeros(len(regions), np.float32)
-        for i, (tid, kind) in enumerate(zip(regions.track_ids.tolist(), regions.kinds)):
-            t = by_id.get(tid)
-            if t is None or kind != "face":
-                continue
-            near = [j for f, j in t.jitter if abs(f - frame) <= JITTER_SPAN]
-            if near:
-                pad[i] = self.s.jitter_growth * float(np.mean(near))
+        pad[faces] = [pads.get(i, 0.0) for i in face_ids.tolist()]
         if not pad.any():
             return regions
         return regions.with_(boxes=regions.boxes + pad[:, None] * np.array([-1, -1, 1, 1], np.float32))
 
-    def _jump_boxes(self, t: _Track, frame: int) -> list[tuple[np.ndarray, str, float]]:
-        """Boxes after each of ``t``'s coming jumps, held back to ``frame`` (see :class:`_Track`).
+    def _jump_boxes(self, t: _Track, frame: int, out: "_HeldBoxes") -> None:
+        """Boxes after each of ``t``'s coming jumps, held back to ``frame`` (see :class:`_Track`),
+        added to ``out``.
 
         Linking by distance (:func:`_similarity`) can hand a track from a face the detector
         missed to a neighbour in a crowd; the neighbour then gets no hold before, as it would
@@ -264,7 +267,6 @@ class Tracker(Generic[T]):
         the bench clips (outside ground truth +0.6 points on video).
         """
         t.jumps = [f for f in t.jumps if f > frame]
-        out = []
         for k, f1 in enumerate(t.jumps):
             if f1 - frame > self.s.hold_before:
                 break
@@ -272,46 +274,116 @@ class Tracker(Generic[T]):
             seg = [h for h in t.hits if h[0] >= f1 and (end is None or h[0] < end)]
             if len(seg) >= self.s.jump_hits:
                 _, b1, s1 = seg[0]
-                out.append((_grow(b1, self.s.growth * (f1 - frame)), "held", s1))
-        return out
+                out.grown(t, b1, self.s.growth * (f1 - frame), "held", s1)
 
-    def _virtual_boxes(self, t: _Track, frame: int) -> list[tuple[np.ndarray, str, float]]:
-        """Boxes of track ``t`` at ``frame`` where it was not detected: interpolated, or held.
+    def _virtual_boxes(self, t: _Track, frame: int, out: "_HeldBoxes") -> None:
+        """Boxes of track ``t`` at ``frame`` where it was not detected, added to ``out``:
+        interpolated, or held.
 
         A held box is both the nearest hit's box where it was and that box moved along the
         track's motion (centre only: sizes of faces entering or leaving at the frame edge change
         fast, and extrapolating them would shrink the mask). Masking both costs a little area and
         covers a wrong guess of the motion.
         """
-        before = [h for h in t.hits if h[0] < frame]
-        after = [h for h in t.hits if h[0] > frame]
-        if before and after:
-            (f0, b0, s0), (f1, b1, s1) = before[-1], after[0]
+        hits = t.hits  # in frame order, one per frame
+        i, j = bisect_left(hits, frame, key=_FRAME), bisect_right(hits, frame, key=_FRAME)
+        n_after = len(hits) - j
+        if i and n_after:
+            (f0, b0, s0), (f1, b1, s1) = hits[i - 1], hits[j]
             if f1 - f0 <= self.s.max_gap + 1:
-                w = (frame - f0) / (f1 - f0)
-                return [(b0 + (b1 - b0) * w, "tracked", min(s0, s1))]
-        if after and after[0][0] - frame <= self.s.hold_before:
-            f1, b1, s1 = after[0]
-            moved = b1
-            if len(after) > 1:  # run the track's first motion backwards: entering faces move
-                f2, b2, _ = after[1]
-                moved = _shift(b1, _centre_velocity(b1, b2, f2 - f1) * (frame - f1))
+                out.between(t, b0, b1, (frame - f0) / (f1 - f0), min(s0, s1))
+                return
+        if n_after and hits[j][0] - frame <= self.s.hold_before:
+            f1, b1, s1 = hits[j]
             grow = self.s.growth * (f1 - frame)
-            if self.s.zoom_holds and len(after) > 1:
-                grow = max(grow, _zoom(b1, after[1][1], after[1][0] - f1, f1 - frame))
-            return [(_grow(b1, grow), "held", s1), (_grow(moved, grow), "held", s1)]
-        if before and not after and frame - before[-1][0] <= self.s.hold_after:
-            f0, b0, s0 = before[-1]
-            moved = b0
-            if len(t.hits) >= 2:
-                (fa, ba, _), (fb, bb, _) = t.hits[-2], t.hits[-1]
-                moved = _shift(b0, _centre_velocity(ba, bb, fb - fa) * (frame - f0))
+            if n_after > 1:  # run the track's first motion backwards: entering faces move
+                f2, b2, _ = hits[j + 1]
+                if self.s.zoom_holds:
+                    grow = max(grow, _zoom(b1, b2, f2 - f1, f1 - frame))
+                out.held(t, b1, grow, s1, b1, b2, f2 - f1, frame - f1)
+            else:
+                out.held(t, b1, grow, s1)
+            return
+        if i and not n_after and frame - hits[i - 1][0] <= self.s.hold_after:
+            f0, b0, s0 = hits[i - 1]
             grow = self.s.growth * (frame - f0)
-            if self.s.zoom_holds and len(t.hits) >= 2:
-                (fa, ba, _), (fb, bb, _) = t.hits[-2], t.hits[-1]
-                grow = max(grow, _zoom(bb, ba, fb - fa, frame - f0))
-            return [(_grow(b0, grow), "held", s0), (_grow(moved, grow), "held", s0)]
-        return []
+            if len(hits) >= 2:
+                (fa, ba, _), (fb, bb, _) = hits[-2], hits[-1]
+                if self.s.zoom_holds:
+                    grow = max(grow, _zoom(bb, ba, fb - fa, frame - f0))
+                out.held(t, b0, grow, s0, ba, bb, fb - fa, frame - f0)
+            else:
+                out.held(t, b0, grow, s0)
+
+
+_FRAME = itemgetter(0)
+
+
+class _HeldBoxes:
+    """The boxes the tracker adds to a released frame, gathered track by track in order and
+    computed together (numpy on all of them at once, not on each 4-vector): the same float32
+    arithmetic, element for element, as the per-box helpers :func:`_grow`, :func:`_shift` and
+    :func:`_centre_velocity`."""
+
+    def __init__(self) -> None:
+        self.scores: list[float] = []
+        self.kinds: list[str] = []
+        self.ids: list[int] = []
+        self.sources: list[str] = []
+        self.at: list[int] = []  # per box: its row in ``grow`` (>= 0) or -1 - its row in ``mid``
+        self.grow_boxes: list[np.ndarray] = []  # boxes grown by ``grow_by`` (a row of ``moved``: None)
+        self.grow_by: list[float] = []
+        self.moved: list[tuple] = []  # (box, a, b, frames, away, row in grow_boxes)
+        self.mid: list[tuple] = []  # (b0, b1, weight)
+
+    def _add(self, t: _Track, source: str, score: float, at: int) -> None:
+        self.scores.append(score); self.kinds.append(t.kind); self.ids.append(t.id)
+        self.sources.append(source); self.at.append(at)
+
+    def grown(self, t: _Track, box: np.ndarray, fraction: float, source: str, score: float) -> None:
+        """``_grow(box, fraction)``."""
+        self._add(t, source, score, len(self.grow_boxes))
+        self.grow_boxes.append(box); self.grow_by.append(fraction)
+
+    def held(self, t: _Track, box: np.ndarray, fraction: float, score: float, a=None, b=None, frames=0,
+             away=0) -> None:
+        """The two held boxes: ``box`` and ``box`` moved by the centre motion from ``a`` to ``b``
+        over ``frames`` times ``away`` (no ``a``: not moved), both grown by ``fraction``."""
+        self.grown(t, box, fraction, "held", score)
+        if a is None:
+            self.grown(t, box, fraction, "held", score)
+            return
+        self.moved.append((box, a, b, frames, away, len(self.grow_boxes)))
+        self.grown(t, box, fraction, "held", score)
+
+    def between(self, t: _Track, b0: np.ndarray, b1: np.ndarray, weight: float, score: float) -> None:
+        """``b0 + (b1 - b0) * weight``."""
+        self._add(t, "tracked", score, -1 - len(self.mid))
+        self.mid.append((b0, b1, weight))
+
+    def regions(self) -> Regions:
+        if not self.at:
+            return Regions.empty()
+        f32 = np.float32
+        out = np.empty((len(self.at), 4), f32)
+        at = np.array(self.at, np.int64)
+        if self.grow_boxes:
+            src = np.array(self.grow_boxes, f32).reshape(-1, 4)
+            if self.moved:
+                box, a, b, frames, away, row = zip(*self.moved)
+                a, b = np.array(a, f32), np.array(b, f32)
+                cv = ((b[:, :2] + b[:, 2:]) - (a[:, :2] + a[:, 2:])) / 2 / np.maximum(frames, 1).astype(f32)[:, None]
+                delta = cv * np.array(away, f32)[:, None]
+                src[list(row)] = np.array(box, f32) + np.concatenate([delta, delta], axis=1)
+            cx, cy = (src[:, 0] + src[:, 2]) / 2, (src[:, 1] + src[:, 3]) / 2
+            k = (1 + np.array(self.grow_by, np.float64)).astype(f32)  # as float32 * a Python float
+            hw, hh = (src[:, 2] - src[:, 0]) * k / 2, (src[:, 3] - src[:, 1]) * k / 2
+            out[at >= 0] = np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1)[at[at >= 0]]
+        if self.mid:
+            b0, b1, w = zip(*self.mid)
+            b0, b1 = np.array(b0, f32), np.array(b1, f32)
+            out[at < 0] = (b0 + (b1 - b0) * np.array(w, np.float64).astype(f32)[:, None])[-1 - at[at < 0]]
+        return Regions(out, self.scores, np.array(self.kinds, object), self.ids, np.array(self.sources, object))
 
 
 #: A held box grown by the track's zoom (``zoom_holds``) is at most this many times the hit's size.
@@ -331,23 +403,73 @@ def _zoom(near: np.ndarray, far: np.ndarray, frames: int, away: int) -> float:
 JITTER_SPAN = 8
 
 
-def _note_jitter(t: _Track) -> None:
-    """Record the jitter of ``t``'s second-last hit: the mean distance of its four edges from the
-    straight line through the hits before and after it (0 for a box moving smoothly)."""
-    t.jitter = [(f, j) for f, j in t.jitter if f >= t.last[0] - 2 * JITTER_SPAN]
-    if len(t.hits) < 3:
+def _note_jitter(tracks: list[_Track], frame: int) -> None:
+    """Record the jitter of each track's second-last hit (the tracks just linked at ``frame``):
+    the mean distance of its four edges from the straight line through the hits before and after
+    it (0 for a box moving smoothly). Entries more than ``2 * JITTER_SPAN`` frames before the
+    last hit are forgotten: ``jitter_floor`` says so at once, the list is trimmed when it has some."""
+    floor = frame - 2 * JITTER_SPAN
+    todo = []
+    for t in tracks:
+        t.jitter_floor = floor
+        if t.jitter and t.jitter[0][0] < floor:
+            t.jitter = [(f, j) for f, j in t.jitter if f >= floor]
+        if len(t.hits) >= 3:
+            h0, h1, h2 = t.hits[-3:]
+            if h2[0] - h0[0] <= JITTER_SPAN:
+                todo.append((t, h0, h1, h2))
+    if not todo:
         return
-    (f0, b0, _), (f1, b1, _), (f2, b2, _) = t.hits[-3:]
-    if f2 - f0 > JITTER_SPAN:
-        return
-    line = b0 + (b2 - b0) * ((f1 - f0) / max(f2 - f0, 1))
-    t.jitter.append((f1, float(np.abs(b1 - line).mean())))
+    f0, f1, f2 = (np.array([h[k][0] for h in todo], np.int64) for k in (1, 2, 3))
+    b0, b1, b2 = (np.array([h[k][1] for h in todo], np.float32) for k in (1, 2, 3))
+    # as b0 + (b2 - b0) * ((f1 - f0) / max(f2 - f0, 1)) per track: the Python float taken as a float32
+    w = ((f1 - f0) / np.maximum(f2 - f0, 1)).astype(np.float32)
+    line = b0 + (b2 - b0) * w[:, None]
+    for (t, _, _, _), f, j in zip(todo, f1.tolist(), np.abs(b1 - line).mean(axis=1).tolist()):
+        t.jitter.append((f, j))
 
 
-def _jumped(box: np.ndarray, predicted: np.ndarray, last: np.ndarray) -> bool:
-    """A link is a jump when the new box overlaps neither the predicted nor the last box (the
-    prediction alone would call the hit after a jump one too: it extrapolates the jump)."""
-    return bool((iou_matrix(box[None], np.stack([predicted, last])) <= 0).all())
+def _jitter_pads(tracks: list[_Track], frame: int, growth: float) -> dict[int, float]:
+    """By track id: how far each track's boxes at ``frame`` grow on each side, ``growth`` times
+    its mean jitter over the hits within ``JITTER_SPAN`` frames (tracks without any: left out).
+
+    The means of equally long lists are taken together, as rows of one array: numpy sums each
+    row as it sums the list alone (tests/test_track_unchanged.py checks that it does)."""
+    by_len: dict[int, tuple[list, list]] = {}
+    for t in tracks:
+        lo, hi = max(t.jitter_floor, frame - JITTER_SPAN), frame + JITTER_SPAN
+        near = [j for f, j in t.jitter if lo <= f <= hi]
+        if near:
+            ids, rows = by_len.setdefault(len(near), ([], []))
+            ids.append(t.id)
+            rows.append(near)
+    pads = {}
+    for ids, rows in by_len.values():
+        for i, m in zip(ids, np.array(rows, np.float64).mean(axis=1).tolist()):
+            pads[i] = growth * m
+    return pads
+
+
+def _predictions(live: list[_Track], frame: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each track's :meth:`_Track.predict` at ``frame`` and its last box, as (n, 4) arrays (the
+    same float32 arithmetic, on all tracks at once)."""
+    last = [t.hits[-1] for t in live]
+    f1 = np.array([h[0] for h in last], np.int64)
+    b1 = np.array([h[1] for h in last], np.float32).reshape(-1, 4)
+    v = np.zeros_like(b1)
+    two = [i for i, t in enumerate(live) if len(t.hits) >= 2]
+    if two:
+        prev = [live[i].hits[-2] for i in two]
+        f0 = np.array([h[0] for h in prev], np.int64)
+        b0 = np.array([h[1] for h in prev], np.float32)
+        v[two] = (b1[two] - b0) / np.maximum(f1[two] - f0, 1).astype(np.float32)[:, None]
+    return b1 + v * (frame - f1).astype(np.float32)[:, None], b1
+
+
+def _jumped(box: np.ndarray, predicted: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Per row: a link is a jump when the new box overlaps neither the predicted nor the last
+    box (the prediction alone would call the hit after a jump one too: it extrapolates the jump)."""
+    return (iou_pairs(box, predicted) <= 0) & (iou_pairs(box, last) <= 0)
 
 
 def _centre_velocity(a: np.ndarray, b: np.ndarray, frames: int) -> np.ndarray:
@@ -359,20 +481,179 @@ def _shift(box: np.ndarray, delta: np.ndarray) -> np.ndarray:
     return box + np.concatenate([delta, delta]).astype(np.float32)
 
 
+def _match(dets: np.ndarray, det_kinds: np.ndarray, preds: np.ndarray, pred_kinds: np.ndarray,
+           min_iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """The links of detections to predicted track boxes: rows (ascending) and columns of the
+    allowed pairs (:func:`_similarity`, same kind) in the optimal assignment of the whole frame
+    (:func:`~.assignment.linear_sum_assignment` on ``-similarity``, +1 where not allowed).
+
+    That assignment's allowed pairs are the matching of allowed pairs of the largest total
+    ``1 + similarity``. Each detection can only link to tracks nearby, so that matching is found
+    on the allowed pairs alone (:func:`_sparse_matching`, a few thousand pairs where the whole
+    frame's matrix has a few hundred thousand cells); when :func:`_only_best` proves that it is
+    the only best one (by more than a rounding margin), it is the whole frame's assignment. Else
+    (a tie, or a near one) the whole frame is solved at once, as before. Either way the links
+    are the same.
+    """
+    nd, nt = len(dets), len(preds)
+    if min_iou > 0:
+        r, c = _near_pairs(dets, preds)
+    else:  # every pair passes the IoU gate
+        r, c = np.divmod(np.arange(nd * nt, dtype=np.int64), nt)
+    same = det_kinds[r] == pred_kinds[c]
+    r, c = r[same], c[same]
+    sim, allowed = _similarity(dets[r], preds[c], min_iou)
+    r, c, sim = r[allowed], c[allowed], sim[allowed]
+    if not len(r):
+        return r, c
+    take = _sparse_matching(r, c, sim, nd, nt)
+    if not _only_best(r, c, 1.0 + sim.astype(np.float64), take, nd, nt):  # a tie, or a near one
+        cost = np.ones((nd, nt))
+        cost[r, c] = -sim.astype(np.float64)
+        link = np.zeros((nd, nt), bool)
+        link[r, c] = True
+        rows, cols = linear_sum_assignment(cost)
+        keep = link[rows, cols]
+        return rows[keep], cols[keep]
+    rows, cols = r[take], c[take]
+    order = np.argsort(rows, kind="stable")
+    return rows[order], cols[order]
+
+
+#: :func:`_only_best` asks every other matching to be worse by at least this much (the solvers'
+#: rounding errors on sums of a few hundred terms of size ~1 are far below it).
+MATCH_MARGIN = 1e-7
+
+
+def _only_best(r: np.ndarray, c: np.ndarray, weight: np.ndarray, take: np.ndarray, nd: int, nt: int,
+               most_rounds: int = 100) -> bool:
+    """True when the matching ``take`` of the pairs ``(r, c)`` is the only one of the largest
+    total ``weight``, every other matching being lighter by ``MATCH_MARGIN`` at least.
+
+    Any other matching differs from it by alternating paths and cycles; it is proved when none
+    of them gains: shortest paths (Bellman-Ford, all pairs relaxed at once) from every unmatched
+    row and matched column, over "add a pair" (row -> column, length -weight) and "drop a
+    matched pair" (column -> row, +weight) steps, each shortened by the margin, must not end
+    below 0 at an unmatched column or after a drop, and must settle (no cycle that gains)
+    within ``most_rounds`` rounds (else: not proved).
+    """
+    mr, mc, mw = r[take], c[take], weight[take] - MATCH_MARGIN
+    ar, ac, aw = r[~take], c[~take], weight[~take] + MATCH_MARGIN
+    free_c = np.ones(nt, bool)
+    free_c[mc] = False
+    dist_r = np.zeros(nd)
+    dist_r[mr] = np.inf
+    dist_c = np.where(free_c, np.inf, 0.0)
+    order = np.argsort(ac, kind="stable")
+    ar, ac, aw = ar[order], ac[order], aw[order]
+    starts = np.flatnonzero(np.r_[True, ac[1:] != ac[:-1]]) if len(ac) else np.zeros(0, np.int64)
+    cols = ac[starts]
+    for _ in range(most_rounds):
+        new_c = dist_c.copy()
+        if len(ac):
+            new_c[cols] = np.minimum(dist_c[cols], np.minimum.reduceat(dist_r[ar] - aw, starts))
+        new_r = dist_r.copy()
+        new_r[mr] = np.minimum(dist_r[mr], new_c[mc] + mw)
+        if np.array_equal(new_c, dist_c) and np.array_equal(new_r, dist_r):
+            return bool((dist_c[free_c] > 0).all() and (dist_r[mr] > 0).all())
+        dist_c, dist_r = new_c, new_r
+    return False
+
+
+def _sparse_matching(r: np.ndarray, c: np.ndarray, sim: np.ndarray, nd: int, nt: int) -> np.ndarray:
+    """A matching of the largest total ``1 + similarity`` over the pairs ``(r, c)`` (a mask over
+    them): shortest augmenting paths as in :mod:`.assignment`, each row in turn, but over the
+    allowed pairs only (Dijkstra with a heap), each row free to stay unmatched (a private
+    column at cost 0) instead of taking a disallowed pair at cost 1."""
+    order = np.argsort(r, kind="stable")
+    cols = c[order].tolist()
+    costs = (-(1.0 + sim[order].astype(np.float64))).tolist()
+    start = np.searchsorted(r[order], np.arange(nd + 1)).tolist()
+    inf = float("inf")
+    u = [0.0] * nd
+    v = [0.0] * (nt + nd)  # real columns, then each row's own "unmatched" column
+    row4col = [-1] * (nt + nd)
+    col4row = [-1] * nd
+    push, pop = heapq.heappush, heapq.heappop
+    for cur in np.unique(r).tolist():
+        dist: dict[int, float] = {}
+        path: dict[int, int] = {}
+        done: list[int] = []
+        final: set[int] = set()
+        rows, d_rows = [cur], [0.0]
+        heap: list = []
+        i, di = cur, 0.0
+        while True:
+            ui = u[i]
+            a, b = start[i], start[i + 1]
+            for j, w in zip(cols[a:b] + [nt + i], costs[a:b] + [0.0]):
+                if j in final:
+                    continue
+                d = di + w - ui - v[j]
+                if d < dist.get(j, inf):
+                    dist[j] = d
+                    path[j] = i
+                    push(heap, (d, j))
+            while True:
+                d, j = pop(heap)
+                if j not in final and dist[j] == d:
+                    break
+            final.add(j)
+            done.append(j)
+            if row4col[j] == -1:
+                sink, top = j, d
+                break
+            i, di = row4col[j], d
+            rows.append(i)
+            d_rows.append(d)
+        for i, d in zip(rows, d_rows):
+            u[i] += top - d
+        for j in done:
+            v[j] -= top - dist[j]
+        j = sink
+        while True:
+            i = path[j]
+            row4col[j] = i
+            col4row[i], j = j, col4row[i]
+            if i == cur:
+                break
+    matched = [i * nt + j for i, j in enumerate(col4row) if 0 <= j < nt]
+    return np.isin(r * nt + c, np.array(matched, np.int64))
+
+
+def _near_pairs(dets: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (detection, track) pair that :func:`_similarity` could allow at a positive IoU
+    gate, and some more: centres closer on both axes than the sum of the boxes' reaches (half
+    their width or height, or 1.5 times their size, with a margin for float32 rounding). A pair
+    the gate allows overlaps (IoU > 0) or has centres within 1.5 of the larger size."""
+    def centres_reach(b: np.ndarray):
+        b = b.astype(np.float64)
+        w, h = np.abs(b[:, 2] - b[:, 0]), np.abs(b[:, 3] - b[:, 1])
+        reach = np.maximum(np.maximum(w, h) / 2, 1.5 * np.sqrt(np.maximum(w * h, 1e-6))) * 1.001 + 1.0
+        return (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, reach
+
+    xd, yd, rd = centres_reach(dets)
+    xp, yp, rp = centres_reach(preds)
+    reach = rd[:, None] + rp[None, :]
+    near = (np.abs(xd[:, None] - xp[None, :]) <= reach) & (np.abs(yd[:, None] - yp[None, :]) <= reach)
+    return np.nonzero(near)
+
+
 def _similarity(dets: np.ndarray, preds: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
-    """Match score and gate between detections and predicted track boxes.
+    """Match score and gate between each detection and the predicted track box in its row
+    ((n, 4) each; float32, as the tracker has always computed them).
 
     IoU alone cannot link a small face that moved more than its own width between detections
     (fast pans, or a face missed for a frame before the track has a velocity), so a pair is also
     allowed when the centres are within 1.5 box sizes and the sizes agree within 2x.
     """
-    iou = iou_matrix(dets, preds)
-    dc = (dets[:, None, :2] + dets[:, None, 2:]) / 2 - (preds[None, :, :2] + preds[None, :, 2:]) / 2
-    dist = np.hypot(dc[..., 0], dc[..., 1])
+    iou = iou_pairs(dets, preds)
+    dc = (dets[:, :2] + dets[:, 2:]) / 2 - (preds[:, :2] + preds[:, 2:]) / 2
+    dist = np.hypot(dc[:, 0], dc[:, 1])
     size_d = np.sqrt(np.maximum((dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1]), 1e-6))
     size_p = np.sqrt(np.maximum((preds[:, 2] - preds[:, 0]) * (preds[:, 3] - preds[:, 1]), 1e-6))
-    size = np.maximum(size_d[:, None], size_p[None, :])
-    ratio = np.maximum(size_d[:, None], size_p[None, :]) / np.minimum(size_d[:, None], size_p[None, :])
+    size = np.maximum(size_d, size_p)
+    ratio = np.maximum(size_d, size_p) / np.minimum(size_d, size_p)
     near = 1.0 - dist / (1.5 * size)
     allowed = (iou >= min_iou) | ((near > 0) & (ratio <= 2.0))
     return iou + 0.1 * near.clip(0), allowed

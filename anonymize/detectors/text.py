@@ -148,14 +148,20 @@ class TextDetector(Detector):
         return int(np.ceil(sw / _ALIGN) * _ALIGN), int(np.ceil(sh / _ALIGN) * _ALIGN)
 
     def probability(self, frame: np.ndarray, max_side: int | None = None, invert: bool = False,
-                    swap: bool = False) -> np.ndarray:
+                    swap: bool = False, shrunk: dict | None = None) -> np.ndarray:
         """The network's text probability map (h_in x w_in float32) for a BGR uint8 frame, shrunk
         to ``max_side`` (default: the detector's), with ``invert`` inverted, with ``swap`` fed with
-        its colour channels in reverse order (RGB where the network expects BGR)."""
+        its colour channels in reverse order (RGB where the network expects BGR). ``shrunk``: the
+        frame's resized copies by input size, shared by the passes of one frame (filled here)."""
         h, w = frame.shape[:2]
         w_in, h_in = self.input_size(h, w, max_side)
         # BGR, as PaddleOCR feeds cv2-decoded images. Resize in uint8 (cheap), normalise once.
-        resized = frame if (w_in, h_in) == (w, h) else cv2.resize(frame, (w_in, h_in), interpolation=cv2.INTER_AREA)
+        resized = None if shrunk is None else shrunk.get((w_in, h_in))
+        if resized is None:
+            resized = frame if (w_in, h_in) == (w, h) else cv2.resize(frame, (w_in, h_in),
+                                                                     interpolation=cv2.INTER_AREA)
+            if shrunk is not None:
+                shrunk[(w_in, h_in)] = resized
         if invert:
             resized = 255 - resized
         blob = np.empty((1, 3, h_in, w_in), np.float32)
@@ -169,11 +175,12 @@ class TextDetector(Detector):
         h, w = frame.shape[:2]
         if h == 0 or w == 0:
             return Regions.empty()
-        found = [self._regions(self.probability(frame), h, w)]
+        shrunk: dict = {}  # the inverted and swapped passes share one resize (both 640 by default)
+        found = [self._regions(self.probability(frame, shrunk=shrunk), h, w)]
         if self.inverted_side:
-            found.append(self._regions(self.probability(frame, self.inverted_side, invert=True), h, w))
+            found.append(self._regions(self.probability(frame, self.inverted_side, invert=True, shrunk=shrunk), h, w))
         if self.swapped_side:
-            found.append(self._regions(self.probability(frame, self.swapped_side, swap=True), h, w))
+            found.append(self._regions(self.probability(frame, self.swapped_side, swap=True, shrunk=shrunk), h, w))
         return Regions.merge(found)
 
     def _regions(self, prob: np.ndarray, h: int, w: int) -> Regions:
