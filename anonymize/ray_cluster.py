@@ -4,7 +4,8 @@ imported only here and only when asked for.
 
 Local means local: without ``--ray-address`` Ray is started on 127.0.0.1 only (every port it
 opens is on loopback: :func:`_loopback_only`), lean (no dashboard or its API server, no
-autoscaler monitor, no log monitor: :func:`_lean`) and with no usage statistics
+autoscaler monitor, no log monitor, the raylet's agents stood in for by
+:mod:`anonymize.ray_agent_stub`: :func:`_lean`) and with no usage statistics
 (``RAY_USAGE_STATS_ENABLED=0`` is set before Ray is imported, and inherited by every process of
 the cluster), and it is shut down when the run ends. The CLI starts it in a background thread as
 soon as it has parsed its arguments (:func:`prestart`), so Ray's start overlaps the run's setup. With an address the cluster is someone
@@ -208,9 +209,9 @@ def _lean() -> Any:
     ports the raylet waits for ("not in use") and imports nothing. Each of these is a Python
     process importing Ray at start (0.6-0.7 CPU-seconds each here), on the machine the run's
     workers need, and the agents are on the path of every start (the node registers once they
-    have written their ports). GCS and raylet start as always. Ray has no switch for these in ``ray.init`` (``ray start`` has
-    ``--no-monitor``/``--include-log-monitor``), so its internals are patched for the call;
-    returns the undo. A Ray without these internals starts them all, as before."""
+    have written their ports). GCS and raylet start as always. Ray has no switch for these in
+    ``ray.init`` (``ray start`` has ``--no-monitor``/``--include-log-monitor``), so its internals
+    are patched for the call; returns the undo. A Ray without these internals starts them all, as before."""
     try:
         from ray._private import node, parameter, ray_constants, services
     except ImportError:

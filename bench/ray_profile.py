@@ -127,7 +127,6 @@ def run(src: Path, out: Path, engine: str, poll: float, root: Path = ROOT) -> di
         g = group(names.get(pid, ""), pid == proc.pid)
         groups[g] += sec
         counts[g] += 1
-    # the CLI's own CPU in full (children's included) from the kernel, as a check on the sampling
     return {"wall": end, "first": first or end, "last": last or end, "groups": dict(groups), "counts": dict(counts),
             "total": sum(groups.values())}
 
