@@ -4,7 +4,8 @@ imported only here and only when asked for.
 
 Local means local: without ``--ray-address`` Ray is started on 127.0.0.1 only (every port it
 opens is on loopback: :func:`_loopback_only`), lean (no dashboard or its API server, no
-autoscaler monitor, no log monitor: :func:`_lean`) and with no usage statistics
+autoscaler monitor, no log monitor, the raylet's agents stood in for by
+:mod:`anonymize.ray_agent_stub`: :func:`_lean`) and with no usage statistics
 (``RAY_USAGE_STATS_ENABLED=0`` is set before Ray is imported, and inherited by every process of
 the cluster), and it is shut down when the run ends. The CLI starts it in a background thread as
 soon as it has parsed its arguments (:func:`prestart`), so Ray's start overlaps the run's setup. With an address the cluster is someone
@@ -200,18 +201,22 @@ def _init_local(ray: Any, num_cpus: int | None) -> None:
 def _lean() -> Any:
     """For the ``ray.init`` of a private cluster: start none of the head's Python services a batch
     never uses: the autoscaler's monitor (one machine, nothing to scale), the log monitor (worker
-    logs are not forwarded: ``log_to_driver=False``) and the dashboard's API server (no dashboard,
-    no job or state API; it is also the process that probes for a cloud metadata service). Each
-    is a Python process importing Ray at start (0.6-0.7 CPU-seconds each here), on the machine
-    the run's workers need. GCS, raylet and its agents start as always. Ray has no switch for
-    these in ``ray.init`` (``ray start`` has ``--no-monitor``/``--include-log-monitor``), so its
-    parameters are set for the call; returns the undo. A Ray without these internals starts
-    them all, as before."""
+    logs are not forwarded: ``log_to_driver=False``), the dashboard's API server (no dashboard,
+    no job or state API; it is also the process that probes for a cloud metadata service), and
+    the raylet's two agents: the dashboard agent (metrics export and the dashboard's per-node
+    API, both unused) and the runtime-env agent (no runtime environment is ever set here: see
+    :func:`_init_local`): each is started as :mod:`anonymize.ray_agent_stub`, which writes the
+    ports the raylet waits for ("not in use") and imports nothing. Each of these is a Python
+    process importing Ray at start (0.6-0.7 CPU-seconds each here), on the machine the run's
+    workers need, and the agents are on the path of every start (the node registers once they
+    have written their ports). GCS and raylet start as always. Ray has no switch for these in
+    ``ray.init`` (``ray start`` has ``--no-monitor``/``--include-log-monitor``), so its internals
+    are patched for the call; returns the undo. A Ray without these internals starts them all, as before."""
     try:
-        from ray._private import node, parameter
+        from ray._private import node, parameter, ray_constants, services
     except ImportError:
         return lambda: None
-    init, api = parameter.RayParams.__init__, node.Node.start_api_server
+    init, api, start = parameter.RayParams.__init__, node.Node.start_api_server, services.start_ray_process
 
     def lean_init(self, *args, **kwargs):
         init(self, *args, **kwargs)
@@ -220,12 +225,39 @@ def _lean() -> Any:
     def no_api_server(self, **kwargs):  # noqa: ARG001 - Node.start_api_server's keywords
         self._webui_url = None
 
+    def stub_agents(command, process_type, *args, **kwargs):
+        if process_type == getattr(ray_constants, "PROCESS_TYPE_RAYLET", "raylet"):
+            command = [_stub_agent(a) for a in command]
+        return start(command, process_type, *args, **kwargs)
+
     parameter.RayParams.__init__, node.Node.start_api_server = lean_init, no_api_server
+    services.start_ray_process = stub_agents
 
     def undo() -> None:
         parameter.RayParams.__init__, node.Node.start_api_server = init, api
+        services.start_ray_process = start
 
     return undo
+
+
+#: the raylet's flags with the command lines of its agents, and the stand-in of each (see :func:`_lean`)
+_AGENT_FLAGS = {"--dashboard_agent_command=": "dashboard", "--runtime_env_agent_command=": "runtime_env"}
+
+
+def _stub_agent(arg: str) -> str:
+    """A raylet argument; an agent's command line becomes :mod:`anonymize.ray_agent_stub`'s, with
+    the session folder, node id and port the real agent was given."""
+    import shlex
+    import subprocess
+
+    flag = next((f for f in _AGENT_FLAGS if arg.startswith(f)), None)
+    if flag is None:
+        return arg
+    given = {k: v for k, _, v in (a[2:].partition("=") for a in shlex.split(arg[len(flag):]) if a.startswith("--"))}
+    stub = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ray_agent_stub.py")
+    keep = [f"--{k}={given[k]}" for k in ("session-dir", "node-id", "runtime-env-agent-port") if given.get(k)]
+    # -I -S: the standard library alone (no site-packages, no PYTHONPATH), nothing to import
+    return flag + subprocess.list2cmdline([sys.executable, "-I", "-S", stub, _AGENT_FLAGS[flag], *keep])
 
 
 def _signal_handlers() -> dict:

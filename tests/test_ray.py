@@ -78,6 +78,12 @@ def test_local_ray_same_as_local(mixed, tmp_path, capsys):
         ray_cluster.connect(None, num_cpus=2)
         assert ray.cluster_resources()["CPU"] == 2
         assert [n["NodeManagerAddress"] for n in ray.nodes()] == ["127.0.0.1"]  # loopback only
+        # lean: the raylet's agents are the stand-ins, Ray's own are not started
+        ours = [p for p in _ray_processes(b"") if _descends_from(p, {os.getpid()})]
+        argvs = [Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0") for p in ours]
+        assert not [a for a in argvs if b"Agent" in a[0] or any(x.endswith(b"agent.py") for x in a[:3])], argvs
+        stubs = [p for p, a in zip(ours, argvs) if len(a) > 3 and a[3].endswith(b"ray_agent_stub.py")]
+        assert len(stubs) == 2, argvs
         ray_cluster.check_paths([str(mixed)], [str(tmp_path)])  # every node sees these: fine
         with pytest.raises(InputError, match="cannot see .*gone.*shared mount"):  # a path a node cannot see
             ray_cluster.check_paths([str(tmp_path / "gone")], [str(tmp_path)])
@@ -112,6 +118,11 @@ def test_local_ray_same_as_local(mixed, tmp_path, capsys):
         executor.shutdown()
         assert ray.is_initialized()  # not the executor's to stop
         ray.shutdown()
+        deadline = time.monotonic() + 10  # the stand-ins end with the raylet
+        while [p for p in stubs if Path(f"/proc/{p}").exists()] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in stubs if Path(f"/proc/{p}").exists() and b"ray_agent_stub" in
+                    Path(f"/proc/{p}/cmdline").read_bytes()]
         # a rerun (its own private Ray, shut down when it ends) skips everything, as with --engine local
         assert cli_main([str(mixed), "-o", str(on_ray), "-q", *cpu, "--engine", "ray", "--jobs", "2"]) == 0
         assert "0 done, 6 skipped as already done" in capsys.readouterr().err
@@ -119,6 +130,31 @@ def test_local_ray_same_as_local(mixed, tmp_path, capsys):
     finally:
         if ray.is_initialized():
             ray.shutdown()
+
+
+def test_agent_stub_writes_the_ports_and_ends_with_its_parent(tmp_path):
+    """The raylet's agents of a private Ray (anonymize/ray_agent_stub.py, standard library only):
+    the dashboard stand-in writes -1 ("not in use") for its three ports, the runtime-env one a
+    bound loopback port that refuses connections; each ends when its stdin (the raylet's pipe) closes."""
+    stub = ROOT / "anonymize" / "ray_agent_stub.py"
+    node = "ab" * 28
+    procs = {kind: subprocess.Popen([sys.executable, "-I", "-S", str(stub), kind, f"--session-dir={tmp_path}",
+                                     f"--node-id={node}", "--runtime-env-agent-port=0"], stdin=subprocess.PIPE)
+             for kind in ("dashboard", "runtime_env")}
+    want = ["dashboard_agent_listen_port", "metrics_agent_port", "metrics_export_port", "runtime_env_agent_port"]
+    deadline = time.monotonic() + 20
+    while sorted(p.name.rsplit("_", 1)[0] for p in tmp_path.iterdir()) != want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ports = {p.name.rsplit("_", 1)[0]: int(p.read_text()) for p in tmp_path.iterdir()}
+    assert sorted(ports) == want and all(p.name.endswith(node) for p in tmp_path.iterdir())
+    assert [ports[n] for n in want[:3]] == [-1, -1, -1] and ports["runtime_env_agent_port"] > 0
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", ports["runtime_env_agent_port"])) != 0  # bound, never listening
+    assert all(p.poll() is None for p in procs.values())  # alive while the "raylet" is
+    for p in procs.values():
+        p.stdin.close()
+        assert p.wait(10) == 0
+    assert subprocess.run([sys.executable, "-I", "-S", str(stub), "dashboard"], capture_output=True).returncode != 0
 
 
 def _free_port() -> int:
