@@ -13,10 +13,11 @@ import json
 import numpy as np
 import pytest
 
-from anonymize import masks
+from anonymize import masks, masks_yuv
 from anonymize.regions import Regions
 from anonymize.report import FileReport
 from tests import masks_reference as ref
+from tests import masks_yuv_reference as ref_yuv
 
 
 def _regions(rng: np.random.Generator, w: int, h: int, n: int) -> Regions:
@@ -46,6 +47,27 @@ def test_draw_is_pixel_identical_to_the_reference(style: str, shape: str) -> Non
         want = ref.draw(frame.copy(), regions, old_style, shape, old_noise)
         assert np.array_equal(got, want), f"frame {k}: {np.count_nonzero((got != want).any(axis=2))} pixels differ"
         assert not np.array_equal(got, frame)  # something was drawn
+
+
+@pytest.mark.parametrize("style", sorted(masks.MASKS))
+@pytest.mark.parametrize("shape", masks.SHAPES)
+def test_draw_yuv_is_byte_identical_to_the_reference(style: str, shape: str) -> None:
+    """The planes path (render's) against its frozen copy: every byte of Y, U and V."""
+    rng = np.random.default_rng(20)
+    new_style, old_style = masks.create_mask(style), ref.create_mask(style)
+    new_noise, old_noise = masks.MaskNoise(99), ref.MaskNoise(99)
+    for k in range(12):
+        h, w = (1080, 1920) if k % 4 == 0 else (2 * int(rng.integers(20, 200)), 2 * int(rng.integers(20, 200)))
+        yuv = rng.integers(0, 256, (h * 3 // 2, w), dtype=np.uint8)
+        yuv[: h // 2] = (yuv[: h // 2] // 64) * 64  # flat areas and saturation, as above
+        yuv[:8] = 255
+        yuv[h - 8:h] = 0
+        regions = _regions(rng, w, h, int(rng.integers(8, 90)))
+        matrix = ("bt709", "bt601", "bt2020")[k % 3]
+        got = masks_yuv.draw_yuv(yuv.copy(), regions, new_style, shape, new_noise, matrix)
+        want = ref_yuv.draw_yuv(yuv.copy(), regions, old_style, shape, old_noise, matrix)
+        assert np.array_equal(got, want), f"frame {k}: {np.count_nonzero(got != want)} bytes differ"
+        assert not np.array_equal(got, yuv)
 
 
 def test_cells3_is_cells_on_every_channel() -> None:
