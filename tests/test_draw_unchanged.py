@@ -108,3 +108,22 @@ def test_report_records_are_unchanged() -> None:
     got = list(report.frames())
     assert got == want
     assert json.dumps(got) == json.dumps(want)  # the same text, not only equal numbers
+
+
+def test_pixel_windows_are_pixel_window_row_by_row() -> None:
+    """The per-frame windows are the per-mask ones, garbage boxes included (NaN, inf, huge,
+    empty, inverted, wholly outside)."""
+    rng = np.random.default_rng(8)
+    boxes = rng.uniform(-500, 2500, (4000, 4))
+    boxes[:, 2:] = boxes[:, :2] + rng.choice([-3.0, 0.0, 0.4, 1.0, 7.5, 300.0], (4000, 2))
+    boxes[::50] = [np.nan, 0, 5, 5]
+    boxes[1::50] = [0, -np.inf, 5, np.inf]
+    boxes[2::50] = [1e30, 1e30, 2e30, 2e30]
+    boxes[3::50] = [-2e30, -2e30, 1e30, 1e30]
+    boxes[4::50] = [10.0, 10.0, 10.0, 20.0]
+    for w, h in ((1920, 1080), (7, 5), (1, 1)):
+        for dtype in (np.float32, np.float64):
+            b = boxes.astype(dtype)
+            want = [masks._pixel_window(row, w, h) for row in b]
+            assert masks._pixel_windows(b, w, h) == [list(x) if x is not None else None for x in want]
+    assert masks._pixel_windows(np.zeros((0, 4), np.float32), 10, 10) == []
