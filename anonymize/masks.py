@@ -235,6 +235,54 @@ def _pixel_window(box: np.ndarray, width: int, height: int) -> tuple[int, int, i
     return x0, y0, xe, ye
 
 
+def _pixel_windows(boxes: np.ndarray, width: int, height: int) -> list[list[int] | None]:
+    """:func:`_pixel_window` of every row of ``boxes`` (n x 4) at once, as ``[x0, y0, x1, y1]``
+    lists (None where it is None): one numpy pass per frame instead of a Python call per mask.
+
+    The same windows: floor/ceil of the same float64 values, and clipping both ends to the frame
+    before the emptiness test changes no answer (an empty window stays empty, a non-empty one
+    lies inside the frame already), while it keeps huge finite coordinates out of the int cast.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(b).all(axis=1) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    b = np.where(ok[:, None], b, 0.0)
+    limits = np.array([width, height], np.float64)
+    start = np.minimum(np.maximum(np.floor(b[:, :2]), 0.0), limits)
+    end = np.maximum(np.minimum(np.ceil(b[:, 2:]), limits), 0.0)
+    ok &= (end > start).all(axis=1)
+    rows = np.concatenate([start, end], axis=1).astype(np.int64).tolist()
+    return [row if good else None for row, good in zip(rows, ok.tolist())]
+
+
+class _Axis:
+    """Pixel coordinates 0, 1, 2, ... and their right edges 1, 2, 3, ... as float64 arrays, grown
+    as frames need: the ellipse covers slice them instead of building an arange per mask."""
+
+    def __init__(self) -> None:
+        self.left = self.right = np.zeros(0)
+
+    def get(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.left) < n:
+            self.left = np.arange(max(n, 2 * len(self.left)), dtype=np.float64)
+            self.right = self.left + 1  # integers: exactly the xs + 1 of _ellipse_cover
+        return self.left, self.right
+
+
+_AXIS = _Axis()
+
+
+def _axis_norm(left: np.ndarray, right: np.ndarray, centre: float, half: float) -> np.ndarray:
+    """``((min(max(centre, xs), xs + 1) - centre) / half) ** 2`` for the pixels ``xs`` whose left
+    and right edges are ``left`` and ``right``: :func:`_ellipse_cover`'s per-axis term, with the
+    same float64 operations in the same order (in place, on one new array)."""
+    d = np.maximum(left, centre)
+    np.minimum(d, right, out=d)
+    d -= centre
+    d /= half
+    return np.multiply(d, d, out=d)  # what ** 2 computes (numpy squares by one multiply)
+
+
 def _ellipse_cover(box: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
     """Boolean (y1-y0, x1-x0) mask of pixels whose unit square touches the box's inscribed ellipse.
 
@@ -280,17 +328,27 @@ class MaskStyle(ABC):
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"expected a BGR uint8 frame (h, w, 3), got {frame.dtype} {frame.shape}")
         height, width = frame.shape[:2]
-        for box, track_id in zip(regions.boxes, regions.track_ids):
-            window = _pixel_window(box, width, height)
+        noise = noise or self.default_noise
+        boxes = regions.boxes.astype(np.float64)
+        windows = _pixel_windows(boxes, width, height)  # per frame: the per-mask work is the fills
+        tracks = regions.track_ids.tolist()
+        if shape != "box":
+            # each box's centre and half sizes, with _ellipse_cover's float64 arithmetic
+            cxs, cys = ((boxes[:, 0] + boxes[:, 2]) / 2).tolist(), ((boxes[:, 1] + boxes[:, 3]) / 2).tolist()
+            halves_x, halves_y = ((boxes[:, 2] - boxes[:, 0]) / 2).tolist(), ((boxes[:, 3] - boxes[:, 1]) / 2).tolist()
+            left, right = _AXIS.get(max(width, height))
+        for k, window in enumerate(windows):
             if window is None:
                 continue
             x0, y0, x1, y1 = window
             crop = frame[y0:y1, x0:x1]  # a view: writes land in the frame
-            fill = self._fill(crop, int(track_id), noise or self.default_noise)
+            fill = self._fill(crop, tracks[k], noise)
             if shape == "box":
                 crop[...] = fill
-            else:
-                _paste(crop, fill, _ellipse_cover(box, x0, y0, x1, y1))
+                continue
+            dx2 = _axis_norm(left[x0:x1], right[x0:x1], cxs[k], halves_x[k])
+            dy2 = _axis_norm(left[y0:y1], right[y0:y1], cys[k], halves_y[k])
+            _paste(crop, fill, dx2 <= (1.0 + 1e-9 - dy2)[:, None])  # = _ellipse_cover(box, x0, y0, x1, y1)
         return frame
 
     @abstractmethod
@@ -365,12 +423,22 @@ class BlurMask(_CellMask):
     @staticmethod
     def upscale(grid: np.ndarray, w: int, h: int) -> np.ndarray:
         """The cell grid (any number of channels) drawn smoothly over a ``w`` x ``h`` crop."""
-        # Upscale the tiny grid 4x, soften the bilinear creases there (cheap: <= 32x32 pixels), then
-        # stretch to the crop. Every step sees only grid values (the blur replicates its border).
+        return BlurMask.stretch(BlurMask.soften(grid), w, h)
+
+    @staticmethod
+    def soften(grid: np.ndarray) -> np.ndarray:
+        """The grid upscaled 4x with its bilinear creases softened (<= 32 x 32 pixels a channel).
+        Every step sees only grid values (the blur replicates its border), and every step treats
+        each channel alone: the planes path softens Y, U and V as one 3-channel grid."""
         ny, nx = grid.shape[:2]
         small = cv2.resize(grid, (nx * 4, ny * 4), interpolation=cv2.INTER_LINEAR)
         for _ in range(2):  # two 5x5 box blurs ~ a Gaussian of sigma 2, at a tenth of the cost
             small = cv2.blur(small, (5, 5), borderType=cv2.BORDER_REPLICATE)
+        return small
+
+    @staticmethod
+    def stretch(small: np.ndarray, w: int, h: int) -> np.ndarray:
+        """A softened grid (:meth:`soften`) stretched over a ``w`` x ``h`` crop."""
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .masks import (MIN_CELL_PX, BlurMask, MaskNoise, MaskStyle, PixelateMask, SolidMask, _ellipse_cover,
-                    _pixel_window, region_shapes)
+from .masks import (_AXIS, MIN_CELL_PX, BlurMask, MaskNoise, MaskStyle, PixelateMask, SolidMask, _axis_norm,
+                    _pixel_windows, region_shapes)
 from .regions import Regions
 
 #: (Kr, Kb) of each matrix :func:`anonymize.video.color_matrix` names.
@@ -85,62 +85,81 @@ def _apply(yuv: np.ndarray, regions: Regions, style: MaskStyle, shape: str, nois
     y_plane, u_plane, v_plane = planes(yuv)
     h, w = y_plane.shape
     boxes = regions.boxes.astype(np.float64)
+    # Everything per box that is not per pixel, for all boxes at once (the same float64 arithmetic
+    # as one box at a time): the hundreds of masks of a crowded frame pay for their fills only.
+    windows = _pixel_windows(boxes, w, h)
+    # A chroma sample stands for a 2 x 2 block of pixels: its window is the box's at half scale
+    # (the blocks any masked pixel falls in), and the luma window lies inside it (doubled).
+    chroma_windows = _pixel_windows(boxes / 2, w // 2, h // 2)
+    tracks = regions.track_ids.tolist()
     solid = bgr_to_yuv(style.color, matrix) if type(style) is SolidMask else None
-    for k in range(len(boxes)):
-        window = _pixel_window(boxes[k], w, h)
+    ellipse = shape != "box"
+    if ellipse:
+        cxs, cys = ((boxes[:, 0] + boxes[:, 2]) / 2).tolist(), ((boxes[:, 1] + boxes[:, 3]) / 2).tolist()
+        halves_x, halves_y = ((boxes[:, 2] - boxes[:, 0]) / 2).tolist(), ((boxes[:, 3] - boxes[:, 1]) / 2).tolist()
+        left, right = _AXIS.get(max(w, h) + 2)
+    for k, window in enumerate(windows):
         if window is None:
             continue
         x0, y0, x1, y1 = window
-        # A chroma sample stands for a 2 x 2 block of pixels: its window is the box's at half scale
-        # (the blocks any masked pixel falls in), and the luma window lies inside it (doubled).
-        cx0, cy0, cx1, cy1 = _pixel_window(boxes[k] / 2, w // 2, h // 2)
+        cx0, cy0, cx1, cy1 = chroma_windows[k]
         y_crop = y_plane[y0:y1, x0:x1]
         u_crop, v_crop = u_plane[cy0:cy1, cx0:cx1], v_plane[cy0:cy1, cx0:cx1]
         if solid is not None:
+            if not ellipse:
+                y_crop[...], u_crop[...], v_crop[...] = solid
+                continue
             fills = [np.full(c.shape, value, np.uint8) for c, value in zip((y_crop, u_crop, v_crop), solid)]
         else:
-            fills = _cell_fills(style, y_crop, u_crop, v_crop, int(regions.track_ids[k]), noise)
-        if shape == "box":
-            y_crop[...], u_crop[...], v_crop[...] = fills
-            continue
-        luma_cover, chroma_cover = _covers(boxes[k], x0, y0, x1, y1, cx0, cy0, cx1, cy1)
+            fills = _cell_fills(style, y_crop, u_crop, v_crop, tracks[k], noise)
+            if not ellipse:
+                y_crop[...], u_crop[...], v_crop[...] = fills
+                continue
+        luma_cover, chroma_cover = _covers(left, right, cxs[k], cys[k], halves_x[k], halves_y[k],
+                                           x0, y0, x1, y1, cx0, cy0, cx1, cy1)
         _paste_plane(y_crop, fills[0], luma_cover)
         _paste_plane(u_crop, fills[1], chroma_cover)
         _paste_plane(v_crop, fills[2], chroma_cover)
 
 
-def _covers(box: np.ndarray, x0: int, y0: int, x1: int, y1: int, cx0: int, cy0: int, cx1: int,
-            cy1: int) -> tuple[np.ndarray, np.ndarray]:
+def _covers(left: np.ndarray, right: np.ndarray, cx: float, cy: float, a: float, b: float, x0: int, y0: int,
+            x1: int, y1: int, cx0: int, cy0: int, cx1: int, cy1: int) -> tuple[np.ndarray, np.ndarray]:
     """The luma cover (``_ellipse_cover`` of the luma window) and the chroma cover (the 2 x 2
-    blocks that touch the ellipse, i.e. those holding a covered pixel) of one box.
+    blocks that touch the ellipse, i.e. those holding a covered pixel) of the box with centre
+    ``(cx, cy)`` and half sizes ``(a, b)``; ``left``/``right``: the pixel edges (``_AXIS``).
 
     The ellipse norm is separable, so a square's distance to the centre is the sum of its
     distances along each axis; a block's is the smaller of its two columns' plus the smaller of
     its two rows' (the same arithmetic as ``_ellipse_cover``, on the chroma window doubled)."""
-    bx1, by1, bx2, by2 = (float(v) for v in box)
-    cx, cy, a, b = (bx1 + bx2) / 2, (by1 + by2) / 2, (bx2 - bx1) / 2, (by2 - by1) / 2
-    xs = np.arange(2 * cx0, 2 * cx1, dtype=np.float64)
-    ys = np.arange(2 * cy0, 2 * cy1, dtype=np.float64)
-    dx2 = ((np.minimum(np.maximum(cx, xs), xs + 1) - cx) / a) ** 2
-    dy2 = ((np.minimum(np.maximum(cy, ys), ys + 1) - cy) / b) ** 2
+    dx2 = _axis_norm(left[2 * cx0:2 * cx1], right[2 * cx0:2 * cx1], cx, a)
+    dy2 = _axis_norm(left[2 * cy0:2 * cy1], right[2 * cy0:2 * cy1], cy, b)
     limit = 1.0 + 1e-9 - dy2  # errs towards covering more, as _ellipse_cover does
-    luma = dx2[None, x0 - 2 * cx0:x1 - 2 * cx0] <= limit[y0 - 2 * cy0:y1 - 2 * cy0, None]
-    chroma = np.minimum(dx2[0::2], dx2[1::2])[None, :] <= (1.0 + 1e-9 - np.minimum(dy2[0::2], dy2[1::2]))[:, None]
+    luma = dx2[x0 - 2 * cx0:x1 - 2 * cx0] <= limit[y0 - 2 * cy0:y1 - 2 * cy0, None]
+    chroma = np.minimum(dx2[0::2], dx2[1::2]) <= (1.0 + 1e-9 - np.minimum(dy2[0::2], dy2[1::2]))[:, None]
     return luma, chroma
 
 
 def _cell_fills(style, y_crop: np.ndarray, u_crop: np.ndarray, v_crop: np.ndarray, track_id: int,
                 noise: MaskNoise) -> list[np.ndarray]:
-    """The three planes' fills of a pixelate/blur mask: each a function of its <= 8 x 8 cell grid."""
+    """The three planes' fills of a pixelate/blur mask: each a function of its <= 8 x 8 cell grid.
+
+    U and V travel together, as one two-channel crop. Blur softens the Y, U and V grids as one
+    3-channel grid (:meth:`~anonymize.masks.BlurMask.soften` treats every channel alone, with
+    the same arithmetic whatever their number): three calls instead of six. The reductions and
+    the stretches stay as they were, U and V together: where a crop is exactly twice its grid
+    OpenCV takes a shortcut whose rounding depends on the number of channels."""
     h, w = y_crop.shape
+    ch, cw = u_crop.shape
     nx = min(style.cells, max(1, w // MIN_CELL_PX))  # the BGR path's cells (masks._CellMask._grid)
     ny = min(style.cells, max(1, h // MIN_CELL_PX))
     grid = cv2.resize(y_crop, (nx, ny), interpolation=cv2.INTER_AREA).reshape(ny, nx)
     if style.noise:
         grid = cv2.add(grid, noise.luma(track_id, ny, nx, style.noise), dtype=cv2.CV_8U).reshape(ny, nx)
-    ch, cw = u_crop.shape
-    # U and V together, as one two-channel crop: one call for each step instead of two
     chroma = cv2.resize(cv2.merge([u_crop, v_crop]), (nx, ny), interpolation=cv2.INTER_AREA).reshape(ny, nx, 2)
+    if type(style) is BlurMask:
+        small = BlurMask.soften(cv2.merge([grid, chroma]))
+        return [BlurMask.stretch(small[:, :, 0].copy(), w, h).reshape(h, w),
+                *cv2.split(BlurMask.stretch(small[:, :, 1:].copy(), cw, ch).reshape(ch, cw, 2))]
     return [style.upscale(grid, w, h).reshape(h, w), *cv2.split(style.upscale(chroma, cw, ch).reshape(ch, cw, 2))]
 
 

@@ -13,10 +13,11 @@ import json
 import numpy as np
 import pytest
 
-from anonymize import masks
+from anonymize import masks, masks_yuv
 from anonymize.regions import Regions
 from anonymize.report import FileReport
 from tests import masks_reference as ref
+from tests import masks_yuv_reference as ref_yuv
 
 
 def _regions(rng: np.random.Generator, w: int, h: int, n: int) -> Regions:
@@ -46,6 +47,27 @@ def test_draw_is_pixel_identical_to_the_reference(style: str, shape: str) -> Non
         want = ref.draw(frame.copy(), regions, old_style, shape, old_noise)
         assert np.array_equal(got, want), f"frame {k}: {np.count_nonzero((got != want).any(axis=2))} pixels differ"
         assert not np.array_equal(got, frame)  # something was drawn
+
+
+@pytest.mark.parametrize("style", sorted(masks.MASKS))
+@pytest.mark.parametrize("shape", masks.SHAPES)
+def test_draw_yuv_is_byte_identical_to_the_reference(style: str, shape: str) -> None:
+    """The planes path (render's) against its frozen copy: every byte of Y, U and V."""
+    rng = np.random.default_rng(20)
+    new_style, old_style = masks.create_mask(style), ref.create_mask(style)
+    new_noise, old_noise = masks.MaskNoise(99), ref.MaskNoise(99)
+    for k in range(12):
+        h, w = (1080, 1920) if k % 4 == 0 else (2 * int(rng.integers(20, 200)), 2 * int(rng.integers(20, 200)))
+        yuv = rng.integers(0, 256, (h * 3 // 2, w), dtype=np.uint8)
+        yuv[: h // 2] = (yuv[: h // 2] // 64) * 64  # flat areas and saturation, as above
+        yuv[:8] = 255
+        yuv[h - 8:h] = 0
+        regions = _regions(rng, w, h, int(rng.integers(8, 90)))
+        matrix = ("bt709", "bt601", "bt2020")[k % 3]
+        got = masks_yuv.draw_yuv(yuv.copy(), regions, new_style, shape, new_noise, matrix)
+        want = ref_yuv.draw_yuv(yuv.copy(), regions, old_style, shape, old_noise, matrix)
+        assert np.array_equal(got, want), f"frame {k}: {np.count_nonzero(got != want)} bytes differ"
+        assert not np.array_equal(got, yuv)
 
 
 def test_cells3_is_cells_on_every_channel() -> None:
@@ -86,3 +108,22 @@ def test_report_records_are_unchanged() -> None:
     got = list(report.frames())
     assert got == want
     assert json.dumps(got) == json.dumps(want)  # the same text, not only equal numbers
+
+
+def test_pixel_windows_are_pixel_window_row_by_row() -> None:
+    """The per-frame windows are the per-mask ones, garbage boxes included (NaN, inf, huge,
+    empty, inverted, wholly outside)."""
+    rng = np.random.default_rng(8)
+    boxes = rng.uniform(-500, 2500, (4000, 4))
+    boxes[:, 2:] = boxes[:, :2] + rng.choice([-3.0, 0.0, 0.4, 1.0, 7.5, 300.0], (4000, 2))
+    boxes[::50] = [np.nan, 0, 5, 5]
+    boxes[1::50] = [0, -np.inf, 5, np.inf]
+    boxes[2::50] = [1e30, 1e30, 2e30, 2e30]
+    boxes[3::50] = [-2e30, -2e30, 1e30, 1e30]
+    boxes[4::50] = [10.0, 10.0, 10.0, 20.0]
+    for w, h in ((1920, 1080), (7, 5), (1, 1)):
+        for dtype in (np.float32, np.float64):
+            b = boxes.astype(dtype)
+            want = [masks._pixel_window(row, w, h) for row in b]
+            assert masks._pixel_windows(b, w, h) == [list(x) if x is not None else None for x in want]
+    assert masks._pixel_windows(np.zeros((0, 4), np.float32), 10, 10) == []
