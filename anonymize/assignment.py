@@ -44,18 +44,24 @@ def linear_sum_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = rows[rows != cur]
         u[rows] += min_val - spc[col4row[rows]]
         v[sc] -= min_val - spc[sc]
-        # augment along the path back to ``cur``
-        j = sink
-        while True:
-            i = path[j]
-            row4col[j] = i
-            col4row[i], j = j, col4row[i]
-            if i == cur:
-                break
+        augment(path, row4col, col4row, sink, cur)
     if transpose:
         order = np.argsort(col4row, kind="stable")
         return col4row[order], order.astype(np.int64)
     return np.arange(nr, dtype=np.int64), col4row
+
+
+def augment(path, row4col, col4row, sink: int, cur: int) -> None:
+    """Flip the matching along the shortest augmenting path found for row ``cur``, from column
+    ``sink`` back to it (``path[j]``: the row that reached column ``j``); in place. Shared with the
+    tracker's sparse solver (:func:`anonymize.track._sparse_matching`)."""
+    j = sink
+    while True:
+        i = path[j]
+        row4col[j] = i
+        col4row[i], j = j, col4row[i]
+        if i == cur:
+            break
 
 
 def _augmenting_path(cost: np.ndarray, u: np.ndarray, v: np.ndarray, path: np.ndarray,

@@ -28,7 +28,7 @@ from operator import itemgetter
 from typing import Callable, Generic, Iterator, Optional, TypeVar
 
 import numpy as np
-from .assignment import linear_sum_assignment
+from .assignment import augment, linear_sum_assignment
 from .regions import Regions, iou_matrix, iou_pairs
 
 T = TypeVar("T")
@@ -508,13 +508,7 @@ def _match(dets: np.ndarray, det_kinds: np.ndarray, preds: np.ndarray, pred_kind
         return r, c
     take = _sparse_matching(r, c, sim, nd, nt)
     if not _only_best(r, c, 1.0 + sim.astype(np.float64), take, nd, nt):  # a tie, or a near one
-        cost = np.ones((nd, nt))
-        cost[r, c] = -sim.astype(np.float64)
-        link = np.zeros((nd, nt), bool)
-        link[r, c] = True
-        rows, cols = linear_sum_assignment(cost)
-        keep = link[rows, cols]
-        return rows[keep], cols[keep]
+        return dense_matching(r, c, sim, nd, nt)
     rows, cols = r[take], c[take]
     order = np.argsort(rows, kind="stable")
     return rows[order], cols[order]
@@ -610,15 +604,22 @@ def _sparse_matching(r: np.ndarray, c: np.ndarray, sim: np.ndarray, nd: int, nt:
             u[i] += top - d
         for j in done:
             v[j] -= top - dist[j]
-        j = sink
-        while True:
-            i = path[j]
-            row4col[j] = i
-            col4row[i], j = j, col4row[i]
-            if i == cur:
-                break
+        augment(path, row4col, col4row, sink, cur)
     matched = [i * nt + j for i, j in enumerate(col4row) if 0 <= j < nt]
     return np.isin(r * nt + c, np.array(matched, np.int64))
+
+
+def dense_matching(r: np.ndarray, c: np.ndarray, sim: np.ndarray, nd: int, nt: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best matching of the allowed pairs ``(r[k], c[k])`` (similarity ``sim[k]``) solved on the
+    whole ``nd`` x ``nt`` matrix (+1 where not allowed), as the tracker always did: the fallback of
+    :func:`_sparse_matching` when its answer is not proved the only best. Rows ascending."""
+    cost = np.ones((nd, nt))
+    cost[r, c] = -sim.astype(np.float64)
+    link = np.zeros((nd, nt), bool)
+    link[r, c] = True
+    rows, cols = linear_sum_assignment(cost)
+    keep = link[rows, cols]
+    return rows[keep], cols[keep]
 
 
 def _near_pairs(dets: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
