@@ -46,9 +46,9 @@ changed or missing ones, so an interrupted run (even kill -9) is resumed by runn
 
 existing outputs: an output file that already exists is refused (exit 2) unless -y (replace it)
 or -n (skip its input, with a note). Outputs that an output folder's manifest recorded as done
-are the manifest's to decide: skipped when unchanged, redone otherwise. In a folder that has a
-manifest, other existing outputs are replaced unless -n (a killed run may have finished them
-without recording them: running the same command again resumes).
+are the manifest's to decide: skipped when unchanged, redone otherwise; so are those a killed run
+wrote after recording that it started them (running the same command again resumes). Any other
+existing output in that folder is refused like any other.
 
 exit codes: 0 every file done (or already done); for one file, or a list of files, the code of
 the (first) failure: 2 bad input or option (missing, unsupported, corrupt, would overwrite the
@@ -168,15 +168,18 @@ def options_from_args(args: argparse.Namespace) -> Options:
 
 
 def existing_outputs(the_plan: batch.Plan) -> list[batch.Job]:
-    """The jobs whose output exists and is not one the manifest recorded as done.
+    """The jobs whose output exists and is not one the folder's manifest knows as ours.
 
-    An output the folder's manifest recorded as done is the manifest's to decide
+    An output the manifest recorded as done is the manifest's to decide
     (:func:`anonymize.batch.process_job`): skipped when input, settings and output are unchanged,
-    redone otherwise."""
-    done = set()
+    redone otherwise. One whose input was recorded as started (:data:`batch.STARTED`) and never
+    finished was written by a killed run between the rename and the record: redone as well, so
+    running the same command again resumes. Any other existing output is the user's."""
+    ours = set()
     if the_plan.manifest is not None:
-        done = {r["input"] for r in batch.read_manifest(the_plan.manifest) if r.get("status") == "done"}
-    return [j for j in the_plan.jobs if os.path.lexists(j.dst) and j.rel not in done]
+        ours = {r["input"] for r in batch.read_manifest(the_plan.manifest, started=True)
+                if r.get("status") in ("done", batch.STARTED)}
+    return [j for j in the_plan.jobs if os.path.lexists(j.dst) and j.rel not in ours]
 
 
 def _names(jobs: list[batch.Job], at_most: int = 3) -> str:
@@ -187,10 +190,8 @@ def _names(jobs: list[batch.Job], at_most: int = 3) -> str:
 def settle_existing(the_plan: batch.Plan, args: argparse.Namespace) -> list[batch.Job]:
     """Apply -y / -n / the default to the outputs that exist; returns the jobs skipped (-n).
 
-    ``-y``: they are replaced. ``-n``: their jobs leave the plan. Default: InputError (exit 2),
-    except in an output folder whose manifest exists: there an unrecorded output can be one that
-    a killed run finished but had no time to record, and rerunning the command must resume, so
-    it is redone."""
+    ``-y``: they are replaced. ``-n``: their jobs leave the plan. Default: InputError (exit 2).
+    Outputs the folder's manifest knows as ours are not among them (:func:`existing_outputs`)."""
     clash = existing_outputs(the_plan)
     if not clash or args.overwrite:
         return []
@@ -198,8 +199,6 @@ def settle_existing(the_plan: batch.Plan, args: argparse.Namespace) -> list[batc
         skip = set(clash)
         the_plan.jobs = [j for j in the_plan.jobs if j not in skip]
         return clash
-    if the_plan.manifest is not None and the_plan.manifest.exists():
-        return []
     if len(clash) == 1:
         raise InputError(f"{clash[0].shown_dst} exists; use -y to replace it (or -n to skip it)")
     raise InputError(f"{len(clash)} outputs exist ({_names(clash)}); use -y to replace them (or -n to skip them)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import logging
 import math
 import os
@@ -246,10 +247,33 @@ def test_existing_files_in_a_new_output_folder(tmp_path, face, capsys):
     err = capsys.readouterr().err
     assert "skipped 1 input(s) whose output exists (-n)" in err and "0 done, 1 skipped as already done" in err
     assert (out / "two.png").read_bytes() == b"the user's own file"
-    # without -n, the folder's manifest decides (a killed run can leave finished, unrecorded outputs)
-    assert main([str(src), "-o", str(out), "-q", *FAST]) == 0
+    # without -n or -y the user's file is still refused, although the folder has a manifest now:
+    # the manifest never recorded two.png as started, so that file is not ours
+    assert main([str(src), "-o", str(out), "-q", *FAST]) == 2
+    assert "out/two.png exists; use -y" in capsys.readouterr().err
+    assert (out / "two.png").read_bytes() == b"the user's own file"
+    assert main([str(src), "-o", str(out), "-q", "-y", *FAST]) == 0
     assert "1 done, 1 skipped as already done" in capsys.readouterr().err
     assert (out / "two.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rerun_redoes_an_output_a_killed_run_did_not_record(tmp_path, face, capsys):
+    """A kill after a worker renamed its output into place and before the driver recorded it as
+    done leaves an output whose last record says "started": the same command (no -y) redoes it."""
+    src, out = face.parent, tmp_path / "out"
+    cv2.imwrite(str(src / "two.png"), cv2.imread(str(face))[:, ::-1])
+    assert main([str(src), "-o", str(out), "-q", *FAST]) == 0
+    man = batch.manifest_path(out)
+    records = batch.read_manifest(man, started=True)
+    assert [r["status"] for r in records if r["input"] == "two.png"] == ["started", "done"]
+    # the state that kill leaves: two.png's "done" record never written
+    kept = [r for r in records if not (r["input"] == "two.png" and r["status"] == "done")]
+    man.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    (out / "two.png").write_bytes((out / "two.png").read_bytes())  # a new inode and time: not skipped by accident
+    capsys.readouterr()
+    assert main([str(src), "-o", str(out), "-q", *FAST]) == 0
+    assert "1 done, 1 skipped as already done" in capsys.readouterr().err
+    assert [r["status"] for r in batch.read_manifest(man) if r["input"] == "two.png"] == ["done"]
 
 
 def test_dry_run_writes_and_loads_nothing(tmp_path, face, capsys):

@@ -202,6 +202,8 @@ def _drive(eng, todo: list[Job], summary: Summary, manifest: Manifest | None, qu
         try:
             if n == 1:
                 for job in todo:
+                    if not _start(summary, manifest, job):
+                        break
                     _record(summary, manifest, eng.submit(job))
                     bar.update(1)
                     if summary.fatal:
@@ -214,7 +216,8 @@ def _drive(eng, todo: list[Job], summary: Summary, manifest: Manifest | None, qu
             try:
                 while True:
                     while len(pending) < n and not summary.fatal and (job := next(it, None)) is not None:
-                        pending.add(threads.submit(eng.submit, job))
+                        if _start(summary, manifest, job):
+                            pending.add(threads.submit(eng.submit, job))
                     if not pending:
                         break
                     # a timeout, so a signal reaches this (main) thread promptly
@@ -231,6 +234,19 @@ def _drive(eng, todo: list[Job], summary: Summary, manifest: Manifest | None, qu
                 threads.shutdown(wait=False, cancel_futures=True)
         finally:
             bar.close()
+
+
+def _start(summary: Summary, manifest: Manifest | None, job: Job) -> bool:
+    """Record that ``job`` starts (:meth:`Manifest.start`) before any worker sees it; False (and
+    the run stops like a fatal error) when the manifest cannot be written."""
+    if manifest is None:
+        return True
+    try:
+        manifest.start(job.rel)
+    except EncodeError as exc:
+        summary.fatal = summary.fatal or Outcome(job, "fatal", error=str(exc), exit_code=exc.exit_code)
+        return False
+    return True
 
 
 def _record(summary: Summary, manifest: Manifest | None, out: Outcome) -> None:

@@ -21,6 +21,12 @@ from ..errors import DiskFull, EncodeError, InputError, is_disk_full
 from ..paths import check_manifest, check_manifest_stat, require_regular_input, shown
 
 MANIFEST_NAME = ".anonymize-manifest.jsonl"
+#: The status of the record the driver writes (fsync'd) *before* a file is handed to a worker: an
+#: output that exists while its last record says only "started" is one a killed run wrote (renamed
+#: into place, not yet recorded as done), so a rerun may replace it; any other unrecorded output
+#: is the user's and is refused without -y. Not an outcome: :attr:`Manifest.last` and
+#: :func:`read_manifest` leave these records out unless asked.
+STARTED = "started"
 
 #: ``atomic_output``'s temporary names: ``.{stem}.{mkstemp's 8 chars}.partial{suffix}``.
 _PARTIAL = re.compile(r"^\..*\.[a-z0-9_]{8}\.partial(\.[^.]*)?$")
@@ -53,15 +59,17 @@ def settings_hash(options: Options) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def read_manifest(path: Path) -> list[dict]:
-    """All complete records, in order; a truncated or garbled line (a killed write) is skipped.
+def read_manifest(path: Path, started: bool = False) -> list[dict]:
+    """All complete outcome records ("done", "failed"), in order, and with ``started`` the
+    :data:`STARTED` records too; a truncated or garbled line (a killed write) is skipped.
     Raises InputError for a path that is not a regular file or too large to be a manifest."""
     check_manifest(path)
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return []
-    return _parse_manifest(data)
+    records = _parse_manifest(data)
+    return records if started else [r for r in records if r.get("status") != STARTED]
 
 
 def _parse_manifest(data: bytes) -> list[dict]:
@@ -142,13 +150,24 @@ class Manifest:
             data = data[:data.rfind(b"\n") + 1]
             os.ftruncate(self.fd, len(data))
             os.fsync(self.fd)
+        #: the last outcome record of each input (what a rerun's skip decision reads)
         self.last: dict[str, dict] = {}
         for rec in _parse_manifest(data):
-            self.last[rec["input"]] = rec
+            if rec.get("status") != STARTED:
+                self.last[rec["input"]] = rec
+
+    def start(self, rel: str) -> None:
+        """Record, fsync'd, that the file ``rel`` is about to be processed (:data:`STARTED`):
+        written before a worker can rename its output into place."""
+        self._write({"input": rel, "status": STARTED})
 
     def append(self, record: dict) -> None:
-        """Append one record and fsync it. Raises :class:`EncodeError` (:class:`DiskFull` for a
-        full disk) when it cannot be written; a partly written record is cut off again."""
+        """Append one outcome record and fsync it. Raises :class:`EncodeError` (:class:`DiskFull`
+        for a full disk) when it cannot be written; a partly written record is cut off again."""
+        self._write(record)
+        self.last[record["input"]] = record
+
+    def _write(self, record: dict) -> None:
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         start = None
         try:
@@ -164,7 +183,6 @@ class Manifest:
             if is_disk_full(exc):
                 raise DiskFull(f"{self.path}: no space left on the disk for the manifest") from exc
             raise EncodeError(f"{self.path}: cannot write the manifest ({exc.strerror or exc})") from exc
-        self.last[record["input"]] = record
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
