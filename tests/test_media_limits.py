@@ -144,11 +144,11 @@ def test_manifest_on_a_full_disk_stops_the_batch_with_the_summary(tmp_path, smal
     manifest = disk / "m.jsonl"
     assert cli_main([str(src), "-o", str(out), "-q", "--manifest", str(manifest)]) == 5
     err = capsys.readouterr().err
-    assert "1 done" in err and f"stopped: {manifest}: no space left on the disk for the manifest" in err
+    # the driver records each file as started (fsync'd) before a worker may write its output, so a
+    # full disk stops the batch before the first file: no output exists that the manifest does not know
+    assert "0 done" in err and f"stopped: {manifest}: no space left on the disk for the manifest" in err
     assert "run the same command again" in err
-    # the first file is complete under its name (only not recorded: a rerun redoes it); no more were started
-    assert sorted(p.name for p in out.iterdir()) == ["p0.jpg"]
-    assert cv2.imread(str(out / "p0.jpg")) is not None
+    assert not out.exists() or list(out.iterdir()) == []
     assert manifest.read_bytes() == b""  # no half record
 
 
