@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from . import __version__  # one version: the package's
 from .config import Options
 from .errors import AnonymizeError, InputError
 from .paths import check_writes, require_regular_input, shown
@@ -14,8 +15,6 @@ from .video import VIDEO_EXTENSIONS
 
 if TYPE_CHECKING:
     from .plan import Plan, PlanFile
-
-__version__ = "0.1.0"
 
 
 def media_kind(path: Path) -> str | None:

@@ -84,9 +84,10 @@ def test_local_ray_same_as_local(mixed, tmp_path, capsys):
         assert not [a for a in argvs if b"Agent" in a[0] or any(x.endswith(b"agent.py") for x in a[:3])], argvs
         stubs = [p for p, a in zip(ours, argvs) if len(a) > 3 and a[3].endswith(b"ray_agent_stub.py")]
         assert len(stubs) == 2, argvs
-        ray_cluster.check_paths([str(mixed)], [str(tmp_path)])  # every node sees these: fine
-        with pytest.raises(InputError, match="cannot see .*gone.*shared mount"):  # a path a node cannot see
-            ray_cluster.check_paths([str(tmp_path / "gone")], [str(tmp_path)])
+        for on_nodes in (None, True):  # the private cluster's check runs here; the tasks' answer is the same
+            ray_cluster.check_paths([str(mixed)], [str(tmp_path)], on_nodes=on_nodes)  # every node sees these
+            with pytest.raises(InputError, match="node 127.0.0.1: cannot see .*gone.*shared mount"):
+                ray_cluster.check_paths([str(tmp_path / "gone")], [str(tmp_path)], on_nodes=on_nodes)
         assert cli_main([str(mixed), "-o", str(on_ray), "-q", *cpu, "--engine", "ray", "--jobs", "2",
                          "--report", str(tmp_path / "r.json")]) == 0
         err_ray = capsys.readouterr().err
@@ -347,6 +348,42 @@ def test_private_ray_stays_on_loopback(tmp_path, mixed):
     text = trace.read_text(errors="replace")
     assert "127.0.0.1" in text  # strace saw Ray's loopback traffic
     assert outside_findings(text) == []
+
+
+def test_the_command_with_a_private_ray_leaves_nothing_behind(mixed, tmp_path):
+    """``anonymize DIR -o OUT --engine ray`` as a user runs it (its own private Ray; the command
+    ends with os._exit once it has left the cluster: anonymize.cli.entry): exit 0, the summary
+    printed, every file done once and complete, and no process of its cluster left running."""
+    temp = Path(tempfile.mkdtemp(prefix="rayc-", dir="/tmp"))  # short: Ray's socket paths must be < 108 chars
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_TMPDIR=str(temp), RAY_USAGE_STATS_ENABLED="0")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "anonymize", str(mixed), "-o", str(out), "-q", "--engine", "ray",
+                               "--jobs", "2", "--device", "cpu"], env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "anonymize: 6 done, 0 skipped as already done, 0 failed" in proc.stderr, proc.stderr[-3000:]
+        assert_consistent(out)
+        assert len(batch.read_manifest(batch.manifest_path(out))) == 6
+        deadline = time.monotonic() + 10
+        while (left := _ray_processes_under(temp)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left, left  # GCS, raylet, the agents' stand-ins and the workers all ended with it
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _ray_processes_under(temp: Path) -> list[bytes]:
+    """Command lines of the live processes that name ``temp`` (a cluster's temporary folder) in
+    their command line (GCS, raylet, the agents' stand-ins) or environment (workers: ``ray::``
+    titles, RAY_TMPDIR inherited)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                cmd = (d / "cmdline").read_bytes()
+                if str(temp).encode() in cmd or str(temp).encode() in (d / "environ").read_bytes():
+                    found.append(cmd[:200])
+    return found
 
 
 def _start_node(args: list[str], env: dict, temp: str) -> subprocess.Popen:

@@ -10,7 +10,6 @@ report, and returns a :class:`Summary` with the exit code. It never prints: the 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from ..api import Anonymizer, __version__
 from ..config import Options
+from ..cores import cpu_cores, ray_local_cpus
 from ..errors import AnonymizeError, EncodeError
 from ..report import FileReport, write_report
 from ..signals import Terminated
@@ -32,18 +32,6 @@ log = logging.getLogger("anonymize")
 
 #: Exit code when some files of a folder batch failed (single files keep their own codes).
 EXIT_BATCH_FAILED = 8
-
-
-def cpu_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def ray_local_cpus(jobs: int) -> int:
-    """CPUs of the private local Ray of ``--engine ray --jobs N`` (0: every core)."""
-    return cpu_cores() if jobs <= 0 else jobs
 
 
 def worker_plan(jobs: int, options: Options, files: int) -> tuple[int, Options]:
