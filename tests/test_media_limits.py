@@ -152,6 +152,48 @@ def test_manifest_on_a_full_disk_stops_the_batch_with_the_summary(tmp_path, smal
     assert manifest.read_bytes() == b""  # no half record
 
 
+def test_a_disk_that_fills_between_the_start_and_the_done_record(tmp_path, small_disk, astronaut_bgr, capsys):
+    """The manifest's disk fills after a file's start record and before its done record (the file's
+    output, on another disk, is written in between): exit 5 with the summary, the started record and
+    no half record in the manifest; the output is complete and known as started, so the same command
+    run again (space freed) redoes it without -y and records it done."""
+    from anonymize.batch import STARTED, read_manifest
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    cv2.imwrite(str(src / "p0.jpg"), astronaut_bgr)
+    disk = small_disk(64 << 10)
+    manifest = disk / "m.jsonl"
+    # tmpfs allocates whole pages: an earlier record pads the manifest so that the start record
+    # still fits in its last page and the done record (~300 bytes) needs a new one, which the
+    # filler below has taken
+    start = (json.dumps({"input": "p0.jpg", "status": STARTED}, separators=(",", ":")) + "\n").encode()
+    page = os.sysconf("SC_PAGE_SIZE")
+    pad = (json.dumps({"input": "earlier.jpg", "status": "failed", "error": ""}, separators=(",", ":"))).encode()
+    earlier = pad[:-2] + b"x" * (page - len(start) - 8 - len(pad) - 1) + b'"}\n'
+    manifest.write_bytes(earlier)
+    fd = os.open(disk / ".filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    cmd = [str(src), "-o", str(out), "-q", "--manifest", str(manifest)]
+    assert cli_main(cmd) == 5
+    err = capsys.readouterr().err
+    assert f"stopped: {manifest}: no space left on the disk for the manifest" in err, err
+    assert "1 done" in err and "run the same command again" in err  # done (complete), but not recorded
+    assert manifest.read_bytes() == earlier + start  # the start record, no half done record
+    assert cv2.imread(str(out / "p0.jpg")) is not None  # complete (written atomically), and not recorded done
+    (disk / ".filler").unlink()
+    assert cli_main(cmd) == 0  # without -y: the manifest knows the output as started, so it is ours to redo
+    assert "1 done" in capsys.readouterr().err
+    assert [r["status"] for r in read_manifest(manifest) if r["input"] == "p0.jpg"] == ["done"]
+    assert cv2.imread(str(out / "p0.jpg")) is not None
+
+
 def test_report_onto_a_full_disk_exits_5(tmp_path, small_disk, face_png, capsys):
     disk = small_disk(64 << 10, fill=True)
     report = disk / "r.json"
