@@ -286,15 +286,14 @@ def _fail(exc: Exception) -> int:
 def entry() -> None:
     """The ``anonymize`` command (and ``python -m anonymize``): :func:`main`, then exit with its code.
 
-    A run that used Ray and has left it (``--engine ray``: every output closed and renamed, the
-    manifest fsync'd, the cluster shut down) ends with ``os._exit`` once the log and the standard
-    streams are flushed: the interpreter's teardown of the ~900 modules loaded with Ray is ~0.4 s of
-    CPU here (clearing module dictionaries, nothing of ours) that would only delay the shell.
-    A Ray still connected (a run that failed before it could leave) takes the normal exit, whose
-    handlers shut it down."""
+    A batch that started its own private Ray and has shut it down (``--engine ray`` without an
+    address: every output closed and renamed, the manifest fsync'd) ends with ``os._exit`` once the
+    log and the standard streams are flushed: the interpreter's teardown of the ~900 modules loaded
+    with Ray is ~0.4 s of CPU here (clearing module dictionaries, nothing of ours) that would only
+    delay the shell. Every other run, and a Ray still connected, takes the normal exit."""
     code = main()
-    ray = sys.modules.get("ray")
-    if ray is not None and not ray.is_initialized():
+    cluster, ray = sys.modules.get("anonymize.ray_cluster"), sys.modules.get("ray")
+    if cluster is not None and cluster.private_stopped and ray is not None and not ray.is_initialized():
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             try:

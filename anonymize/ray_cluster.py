@@ -374,12 +374,18 @@ _saved: dict[str, bool] = {}
 _private = False
 
 
+#: Set once :func:`disconnect` has shut down the private cluster this process started (what lets
+#: the command end without the interpreter's teardown: ``anonymize.cli.entry``).
+private_stopped = False
+
+
 def disconnect() -> None:
     """Leave the cluster (a local one we started stops with it)."""
-    global _private
+    global _private, private_stopped
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+        private_stopped = private_stopped or _private
     _private = False
     _release.set()
 
