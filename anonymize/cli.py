@@ -283,17 +283,21 @@ def _fail(exc: Exception) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+#: Set when a batch run with ``--engine ray`` has returned (see :func:`entry`).
+_batch_left_ray = False
+
+
 def entry() -> None:
     """The ``anonymize`` command (and ``python -m anonymize``): :func:`main`, then exit with its code.
 
-    A batch that started its own private Ray and has shut it down (``--engine ray`` without an
-    address: every output closed and renamed, the manifest fsync'd) ends with ``os._exit`` once the
-    log and the standard streams are flushed: the interpreter's teardown of the ~900 modules loaded
-    with Ray is ~0.4 s of CPU here (clearing module dictionaries, nothing of ours) that would only
-    delay the shell. Every other run, and a Ray still connected, takes the normal exit."""
+    A batch run with ``--engine ray`` that has ended and left Ray (every output closed and renamed,
+    the manifest fsync'd, a private cluster shut down) ends with ``os._exit`` once the log and the
+    standard streams are flushed: the interpreter's teardown of the ~900 modules loaded with Ray is
+    ~0.4 s of CPU here (clearing module dictionaries, nothing of ours) that would only delay the
+    shell. Every other command, and a Ray still connected, takes the normal exit."""
     code = main()
-    cluster, ray = sys.modules.get("anonymize.ray_cluster"), sys.modules.get("ray")
-    if cluster is not None and cluster.private_stopped and ray is not None and not ray.is_initialized():
+    ray = sys.modules.get("ray")
+    if _batch_left_ray and ray is not None and not ray.is_initialized():
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -388,5 +392,9 @@ def _run(args: argparse.Namespace) -> int:
             return _fail(InputError(f"{args.output}: cannot create the output folder ({exc.strerror or exc})"))
     from .cli_batch import run_batch
 
-    return run_batch(the_plan, options, jobs=args.jobs, report=args.report, quiet=not show_progress(args),
-                     engine=args.engine, ray_address=args.ray_address)
+    global _batch_left_ray
+    try:
+        return run_batch(the_plan, options, jobs=args.jobs, report=args.report, quiet=not show_progress(args),
+                         engine=args.engine, ray_address=args.ray_address)
+    finally:
+        _batch_left_ray = args.engine == "ray"
