@@ -210,18 +210,31 @@ def _init_local(ray: Any, num_cpus: int | None) -> None:
     process's environment (``_NO_TELEMETRY`` included), so no runtime environment is set: one
     would make the raylet start every worker through its runtime-env agent instead of handing
     out the ones it prestarted (seconds per run here)."""
+    import logging
+    import secrets
+
     global _private
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only: see _loopback_only
+    if not any(k in os.environ for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+        # Ray turns on token authentication for a new local cluster (no other local user may talk to
+        # its loopback ports) and, without a token, writes one to ~/.ray/auth_token, readable by all
+        # under the usual umask, and says so on stderr. This run's own token instead, in the
+        # environment its cluster's processes inherit and no file: nothing written in the home folder.
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     _loopback_only(ray)
     saved = {k: os.environ.get(k) for k in _NO_HTTP}
     os.environ.update(_NO_HTTP)  # for Ray's processes started now (see _NO_HTTP)
     undo = _lean()
+    said = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = said.level
+    said.setLevel(logging.ERROR)  # "Token authentication is enabled for this Ray cluster": ours to decide
     try:
         # "local": always a new private cluster, never one another program started here
         ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False,
                  log_to_driver=False, configure_logging=False, _system_config=_LEAN_CONFIG)
         _private = True
     finally:
+        said.setLevel(level)
         undo()
         _loopback_only(ray, undo=True)
         for k, v in saved.items():

@@ -353,15 +353,21 @@ def test_private_ray_stays_on_loopback(tmp_path, mixed):
 def test_the_command_with_a_private_ray_leaves_nothing_behind(mixed, tmp_path):
     """``anonymize DIR -o OUT --engine ray`` as a user runs it (its own private Ray; the command
     ends with os._exit once it has left the cluster: anonymize.cli.entry): exit 0, the summary
-    printed, every file done once and complete, and no process of its cluster left running."""
+    printed, every file done once and complete, and no process of its cluster left running. Its
+    token (Ray's token authentication) lives in the cluster's environment: nothing is written in the
+    home folder, and Ray's note about it is not printed."""
     temp = Path(tempfile.mkdtemp(prefix="rayc-", dir="/tmp"))  # short: Ray's socket paths must be < 108 chars
-    out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_TMPDIR=str(temp), RAY_USAGE_STATS_ENABLED="0")
+    out, home = tmp_path / "out", tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_TMPDIR=str(temp), RAY_USAGE_STATS_ENABLED="0", HOME=str(home))
+    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(k, None)  # what a user's shell has
     try:
         proc = subprocess.run([sys.executable, "-m", "anonymize", str(mixed), "-o", str(out), "-q", "--engine", "ray",
                                "--jobs", "2", "--device", "cpu"], env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "anonymize: 6 done, 0 skipped as already done, 0 failed" in proc.stderr, proc.stderr[-3000:]
+        assert "Token authentication" not in proc.stderr and list(home.iterdir()) == []
         assert_consistent(out)
         assert len(batch.read_manifest(batch.manifest_path(out))) == 6
         deadline = time.monotonic() + 10
