@@ -17,11 +17,12 @@ before any work and refuses (exit 2) a path a node cannot read or write.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import InputError
 
@@ -185,23 +186,29 @@ def _cannot(address: str | None, exc: BaseException) -> InputError:
 def _start_local(ray: Any, num_cpus: int | None) -> tuple[Any, bool]:
     """:func:`_init_local` from a background thread (:func:`prestart`); (``ray``, whether it
     started the cluster)."""
+    # ray.init outside the main thread sets no SIGTERM handler (ours stay, as wanted) and says so
+    with _quiet("ray._private.worker"), _lock:
+        if ray.is_initialized():
+            return ray, False
+        try:
+            _init_local(ray, num_cpus)
+        except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
+            raise _cannot(None, exc) from None
+    return ray, True
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Only errors from Ray's logger ``logger`` while inside (its notes are not ours to print)."""
     import logging
 
-    # ray.init outside the main thread sets no SIGTERM handler (ours stay, as wanted) and says so
-    quiet = logging.getLogger("ray._private.worker")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
     try:
-        with _lock:
-            if ray.is_initialized():
-                return ray, False
-            try:
-                _init_local(ray, num_cpus)
-            except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
-                raise _cannot(None, exc) from None
+        yield
     finally:
-        quiet.setLevel(level)
-    return ray, True
+        log.setLevel(level)
 
 
 def _init_local(ray: Any, num_cpus: int | None) -> None:
@@ -210,7 +217,6 @@ def _init_local(ray: Any, num_cpus: int | None) -> None:
     process's environment (``_NO_TELEMETRY`` included), so no runtime environment is set: one
     would make the raylet start every worker through its runtime-env agent instead of handing
     out the ones it prestarted (seconds per run here)."""
-    import logging
     import secrets
 
     global _private
@@ -225,16 +231,14 @@ def _init_local(ray: Any, num_cpus: int | None) -> None:
     saved = {k: os.environ.get(k) for k in _NO_HTTP}
     os.environ.update(_NO_HTTP)  # for Ray's processes started now (see _NO_HTTP)
     undo = _lean()
-    said = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    level = said.level
-    said.setLevel(logging.ERROR)  # "Token authentication is enabled for this Ray cluster": ours to decide
     try:
-        # "local": always a new private cluster, never one another program started here
-        ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False,
-                 log_to_driver=False, configure_logging=False, _system_config=_LEAN_CONFIG)
+        # "local": always a new private cluster, never one another program started here; Ray's
+        # "Token authentication is enabled for this Ray cluster" is not printed (the token is ours)
+        with _quiet("ray._private.authentication.authentication_token_setup"):
+            ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False,
+                     log_to_driver=False, configure_logging=False, _system_config=_LEAN_CONFIG)
         _private = True
     finally:
-        said.setLevel(level)
         undo()
         _loopback_only(ray, undo=True)
         for k, v in saved.items():

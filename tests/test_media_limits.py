@@ -81,19 +81,24 @@ def small_disk(tmp_path):
             pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
         mounted.append(where)
         if fill:
-            fd = os.open(where / ".filler", os.O_WRONLY | os.O_CREAT)
-            try:
-                while True:
-                    os.write(fd, b"\0" * 4096)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
-            finally:
-                os.close(fd)
+            _fill(where)
         return where
 
     yield make
     for where in mounted:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _fill(disk: Path) -> None:
+    """Fill the (tmpfs) ``disk`` to its last page with ``.filler``."""
+    fd = os.open(disk / ".filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
 
 
 def _left(folder: Path) -> list[str]:
@@ -172,14 +177,7 @@ def test_a_disk_that_fills_between_the_start_and_the_done_record(tmp_path, small
     pad = (json.dumps({"input": "earlier.jpg", "status": "failed", "error": ""}, separators=(",", ":"))).encode()
     earlier = pad[:-2] + b"x" * (page - len(start) - 8 - len(pad) - 1) + b'"}\n'
     manifest.write_bytes(earlier)
-    fd = os.open(disk / ".filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
+    _fill(disk)
     cmd = [str(src), "-o", str(out), "-q", "--manifest", str(manifest)]
     assert cli_main(cmd) == 5
     err = capsys.readouterr().err
